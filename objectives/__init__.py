@@ -1,0 +1,14 @@
+"""Self-supervised objectives. The folder is the catalogue: every module here registers one.
+
+Importing this package imports each module, so ``available()`` lists them all.
+"""
+import importlib
+import pkgutil
+
+from sslab.objectives.base import Objective, RowRandom, available, get, register
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+__all__ = ["Objective", "RowRandom", "available", "get", "register"]

@@ -1,0 +1,21 @@
+"""sslab: self-supervised language-model pretraining on Ray.
+
+>>> import sslab
+>>> cfg = sslab.load_config(overrides=["model.preset=tiny", "train.max_steps=100"])
+>>> result = sslab.pretrain(cfg)            # doctest: +SKIP
+>>> result.summary["eval_mlm_acc"], result.model_dir   # doctest: +SKIP
+"""
+from sslab.config import Config
+from sslab.config import load as load_config
+from sslab.errors import ConfigError, CorpusError, RunError, SslabError
+
+
+def pretrain(config, **kwargs):
+    """Run one pretraining run; see :func:`sslab.runner.pretrain`."""
+    from sslab.runner import pretrain as _pretrain
+
+    return _pretrain(config, **kwargs)
+
+
+__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "pretrain"]
+__version__ = "0.1.0"

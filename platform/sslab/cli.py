@@ -1,0 +1,97 @@
+"""The ``sslab`` command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from sslab.errors import SslabError
+
+PRETRAIN_EXAMPLES = """examples:
+  sslab pretrain --objective mlm --corpus synthetic --preset tiny --workers 2 --max-steps 300 --out runs/demo
+  sslab pretrain --corpus data/books/ --out runs/books train.seq_len=256 objective.mask_ratio=0.3
+  sslab pretrain --config my_run.yaml --out runs/a train.lr=1e-3
+  (rerun the same command to resume from the run's last checkpoint)
+"""
+
+# Shorthand flags and the config keys they set.
+FLAGS = {"objective": "objective.name", "corpus": "corpus.source", "preset": "model.preset",
+         "workers": "scaling.num_workers", "max_steps": "train.max_steps", "out": "run.out"}
+
+
+def add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain one model", epilog=PRETRAIN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Pretrain a model with a self-supervised objective on Ray Train.")
+    p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
+    p.add_argument("--objective", help="objective name (see `sslab objectives`)")
+    p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
+    p.add_argument("--preset", help="model size: tiny, mini, small, base, large")
+    p.add_argument("--workers", type=int, help="data-parallel Ray Train workers")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--out", help="run directory (rerun with the same one to resume)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=1e-3")
+
+
+def pretrain_overrides(args) -> list[str]:
+    out = [f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag) is not None]
+    if args.quiet:
+        out.append("run.quiet=true")
+    return out + list(args.overrides)
+
+
+def cmd_pretrain(args) -> int:
+    from sslab.runner import as_config, pretrain
+
+    cfg = as_config(args.config, pretrain_overrides(args))  # validated before Ray starts
+    result = pretrain(cfg)
+    print_summary(result.summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    m = summary["metrics"]
+    shown = {k: v for k, v in m.items() if k.startswith(("eval_", "probe_")) or k in ("loss",)}
+    print("\n[sslab] run finished")
+    print(f"  steps {summary['steps']}  tokens {summary['tokens']:,}  wall {summary['wall_s']:.0f}s"
+          f"  ({summary['tokens_per_s'] or 0:,.0f} tok/s at the end)")
+    for k, v in shown.items():
+        print(f"  {k:<18} {v:.4f}")
+    print(f"  model   {summary['model_dir']}")
+
+
+def cmd_objectives(args) -> int:
+    from sslab import objectives
+
+    for name in objectives.available():
+        cls = objectives.get(name)
+        knobs = [f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.name != "name"]
+        print(f"{name:<10} unit={cls.unit:<9} metrics: {', '.join(cls.metrics)}")
+        print(f"{'':<10} knobs: {', '.join(knobs)}")
+        if cls.paper:
+            print(f"{'':<10} paper: {cls.paper}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sslab", description="Self-supervised LM pretraining on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_pretrain(sub)
+    sub.add_parser("objectives", help="list the objectives, their knobs and metrics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
+    handler = {"pretrain": cmd_pretrain, "objectives": cmd_objectives}[args.command]
+    try:
+        return handler(args)
+    except SslabError as e:
+        print(f"sslab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sslab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""The run configuration: typed, kw-only dataclasses are the only schema.
+
+YAML files and ``a.b=value`` overrides are merged into one nested dict, then built into
+:class:`Config` by :func:`build`, which refuses unknown keys and wrong types by name. Each
+section validates its own values in ``__post_init__``. Everything here runs before Ray starts,
+so a bad config never claims a resource.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sslab.errors import ConfigError
+
+
+def check(ok: bool, name: str, value: Any, expected: str) -> None:
+    """Raise a :class:`ConfigError` naming ``name`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+def check_fraction(name: str, value: float, *, low_open: bool = True, high_open: bool = True) -> None:
+    lo = 0.0 < value if low_open else 0.0 <= value
+    hi = value < 1.0 if high_open else value <= 1.0
+    check(lo and hi, name, value, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}")
+
+
+@dataclass(kw_only=True)
+class SyntheticConfig:
+    """The built-in synthetic corpus (used when ``corpus.source`` is ``synthetic``)."""
+
+    num_docs: int = 4000
+    """Number of documents to generate."""
+    num_topics: int = 8
+    """Number of topics; each document has one, which is its probe label."""
+    sentences_per_doc: int = 6
+    """Sentences in each document."""
+    seed: int = 0
+    """Seed of the generator: the same seed gives the same corpus, byte for byte."""
+
+    def __post_init__(self):
+        check(self.num_docs >= 10, "corpus.synthetic.num_docs", self.num_docs, "an integer >= 10")
+        check(2 <= self.num_topics <= 64, "corpus.synthetic.num_topics", self.num_topics, "an integer in [2, 64]")
+        check(self.sentences_per_doc >= 2, "corpus.synthetic.sentences_per_doc", self.sentences_per_doc, "an integer >= 2")
+
+
+@dataclass(kw_only=True)
+class CorpusConfig:
+    """Where the text comes from and how it is split into documents."""
+
+    source: str = "synthetic"
+    """``synthetic``, a file, a directory, a glob, or a URI Ray Data reads (s3://, gs://)."""
+    format: Literal["auto", "text", "jsonl", "parquet"] = "auto"
+    """File format; ``auto`` picks by extension (.jsonl/.json, .parquet, anything else is text)."""
+    text_field: str = "text"
+    """JSONL field or Parquet column holding the text."""
+    label_field: str | None = None
+    """Optional JSONL field or Parquet column holding a label for the linear probe."""
+    doc_split: Literal["line", "paragraph"] = "line"
+    """Plain text: one document per line, or per blank-line separated paragraph."""
+    min_chars: int = 1
+    """Documents shorter than this after whitespace cleanup are dropped."""
+    val_fraction: float = 0.05
+    """Share of documents held out for validation, chosen by a hash of their content."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self):
+        check(bool(self.source), "corpus.source", self.source, "a path, glob, URI or 'synthetic'")
+        check(self.min_chars >= 1, "corpus.min_chars", self.min_chars, "an integer >= 1")
+        check_fraction("corpus.val_fraction", self.val_fraction)
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig:
+    """The tokenizer: trained on the corpus, or loaded from a local directory."""
+
+    kind: Literal["wordpiece", "bpe"] = "wordpiece"
+    """``wordpiece`` (BERT-style, lowercased) or ``bpe`` (byte-level, GPT/RoBERTa-style)."""
+    vocab_size: int = 8000
+    """Vocabulary size to train, special tokens included."""
+    sample_docs: int = 20000
+    """Documents streamed from the corpus to train it."""
+    path: str | None = None
+    """Load a fast tokenizer from this local directory instead of training one."""
+
+    def __post_init__(self):
+        check(self.vocab_size >= 100, "tokenizer.vocab_size", self.vocab_size, "an integer >= 100")
+        check(self.sample_docs >= 1, "tokenizer.sample_docs", self.sample_docs, "an integer >= 1")
+        if self.path is not None and "://" not in self.path:
+            check(Path(self.path).is_dir(), "tokenizer.path", self.path, "an existing local directory")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The network: a preset built from config, or a local Hugging Face directory."""
+
+    preset: Literal["tiny", "mini", "small", "base", "large"] = "tiny"
+    """Size preset (see ``sslab.models.PRESETS``)."""
+    arch: Literal["bert", "roberta"] = "bert"
+    """Encoder family for masked objectives."""
+    max_positions: int = 512
+    """Maximum sequence length the position embeddings cover."""
+    dropout: float = 0.1
+    """Hidden and attention dropout."""
+    init_from: str | None = None
+    """Continue pretraining from this local Hugging Face model directory."""
+
+    def __post_init__(self):
+        check(self.max_positions >= 8, "model.max_positions", self.max_positions, "an integer >= 8")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+        if self.init_from is not None:
+            check(Path(self.init_from).is_dir(), "model.init_from", self.init_from, "an existing local directory")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The optimisation: batch, schedule, length, logging and checkpoint cadence."""
+
+    seq_len: int = 128
+    """Tokens per packed block, special tokens included."""
+    batch_size: int = 32
+    """Micro-batch per worker, in blocks."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    lr: float = 5e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 30
+    """Linear warmup from 0 to ``lr``."""
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Decay after warmup, down to ``min_lr_ratio * lr`` at ``max_steps``."""
+    min_lr_ratio: float = 0.0
+    max_steps: int = 300
+    """Optimizer steps to train for."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    log_every: int = 10
+    """Report metrics every this many steps."""
+    eval_every: int = 100
+    """Run the fixed-protocol evaluation every this many steps (and at the end)."""
+    checkpoint_every: int = 100
+    """Save a checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """How many of the latest checkpoints to keep."""
+    max_nonfinite: int = 5
+    """Fail the run after this many consecutive steps with a non-finite loss or gradient."""
+    prefetch_batches: int = 2
+    """Batches each worker prefetches from Ray Data."""
+    materialize: bool = True
+    """Keep the tokenised, packed corpus in the object store (otherwise re-read every epoch)."""
+    seed: int = 0
+    """Seeds model init, dropout and every mask."""
+
+    def __post_init__(self):
+        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every",
+                     "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
+            check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "an integer >= 1")
+        check(self.seq_len >= 8, "train.seq_len", self.seq_len, "an integer >= 8")
+        check(self.lr > 0, "train.lr", self.lr, "a positive number")
+        check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        check(all(0 <= b < 1 for b in self.betas), "train.betas", self.betas, "two numbers in [0, 1)")
+        check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
+        check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
+        check(self.prefetch_batches >= 0, "train.prefetch_batches", self.prefetch_batches, "an integer >= 0")
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """The fixed-protocol evaluation, identical for every run so that runs compare."""
+
+    mask_ratio: float = 0.15
+    """Masking ratio of the masked-token evaluation, whatever the training ratio."""
+    seed: int = 1234
+    """Seed of the evaluation masks."""
+    max_blocks: int = 512
+    """Validation blocks scored per evaluation (all workers together)."""
+    probe_docs: int = 1000
+    """Labelled validation documents for the linear probe (0 disables it)."""
+
+    def __post_init__(self):
+        check_fraction("eval.mask_ratio", self.mask_ratio)
+        check(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
+        check(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
+
+
+@dataclass(kw_only=True)
+class ScalingConfig:
+    """How many Ray Train workers, on what."""
+
+    num_workers: int = 1
+    """Data-parallel training workers."""
+    use_gpu: bool | None = None
+    """``None``: use GPUs when the cluster has them; ``true``/``false`` to force."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved by each worker (also its torch thread count on CPU)."""
+    max_failures: int = 0
+    """Restarts of the worker group from the last checkpoint before the run fails."""
+
+    def __post_init__(self):
+        check(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
+        check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "a positive number")
+        check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Where the run lives and which Ray cluster runs it."""
+
+    out: str = "runs/default"
+    """Run directory. Rerunning with the same directory resumes from its last checkpoint."""
+    ray_address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://…``); ``None`` starts or reuses a local one."""
+    quiet: bool = False
+    """Print only the final summary."""
+
+    def __post_init__(self):
+        check(bool(self.out), "run.out", self.out, "a directory path")
+
+
+@dataclass(kw_only=True)
+class ObjectiveConfig:
+    """Base of every objective's ``Config``; ``name`` picks the objective from the registry."""
+
+    name: str = "mlm"
+    """Registered objective name (see ``sslab objectives``)."""
+
+
+@dataclass(kw_only=True)
+class Config:
+    """A complete, validated pretraining run."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        check(self.train.seq_len <= self.model.max_positions, "train.seq_len", self.train.seq_len,
+              f"at most model.max_positions={self.model.max_positions}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def build(data: dict | None = None) -> Config:
+    """Build a validated :class:`Config` from a nested dict (unknown keys are errors)."""
+    data = dict(data or {})
+    if isinstance(data.get("corpus"), str):  # `corpus: synthetic` shorthand
+        data["corpus"] = {"source": data["corpus"]}
+    if isinstance(data.get("objective"), str):
+        data["objective"] = {"name": data["objective"]}
+    objective = dict(data.pop("objective", None) or {})
+    cfg = _build_dataclass(Config, data, "")
+    cfg.objective = _build_objective(objective)
+    return cfg
+
+
+def _build_objective(data: dict) -> ObjectiveConfig:
+    from sslab import objectives  # late: objectives import this module
+
+    name = data.get("name", ObjectiveConfig().name)
+    cls = objectives.get(name)
+    return _build_dataclass(cls.Config, data, "objective")
+
+
+def _build_dataclass(cls: type, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key '{key}' (known keys here: {', '.join(sorted(fields))})")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a dataclass without defaults for some field
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, name)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        check(value in choices, name, value, "one of " + ", ".join(map(str, choices)))
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        check(isinstance(value, (list, tuple)) and len(value) == len(args), name, value, f"a list of {len(args)}")
+        return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        check(isinstance(value, bool), name, value, "true or false")
+        return value
+    if tp is int:
+        check(isinstance(value, int) and not isinstance(value, bool), name, value, "an integer")
+        return value
+    if tp is float:
+        check(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
+        return float(value)
+    if tp is str:
+        check(isinstance(value, str), name, value, "a string")
+        return value
+    return value
+
+
+# ---------------------------------------------------------------- files and overrides
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``["train.lr=1e-3", "corpus=synthetic"]`` into a nested dict.
+
+    Values are parsed as YAML scalars, so ``1e-3`` is a float, ``true`` a bool, ``null`` None.
+    """
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        value = _parse_scalar(raw)
+        set_dotted(out, key.strip(), value)
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    # YAML 1.1 reads "1e-3" as a string; users mean a number.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``key="a.b"``, creating levels as needed."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for p in parents:
+        child = node.get(p)
+        if isinstance(child, str) and p in ("corpus", "objective"):  # shorthand already set
+            child = {"source" if p == "corpus" else "name": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[p] = child
+        node = child
+    node[leaf] = value
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep-merge ``extra`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), str) and k in ("corpus", "objective"):
+            out[k] = merge({"source" if k == "corpus" else "name": out[k]}, v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a config: defaults, then the YAML file at ``path``, then ``overrides``."""
+    data = read_yaml(path) if path else {}
+    if isinstance(overrides, dict):
+        data = merge(data, overrides)
+    elif overrides:
+        data = merge(data, parse_overrides(list(overrides)))
+    return build(data)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

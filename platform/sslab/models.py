@@ -1,0 +1,70 @@
+"""Model presets, built from ``transformers`` configs (never downloaded), and FLOP accounting."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, BertConfig, PretrainedConfig, RobertaConfig
+
+from sslab.config import ModelConfig
+from sslab.errors import ConfigError
+
+# (hidden, layers, heads, intermediate): BERT's own sizes from base up, Turc et al. 2019 below.
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (128, 2, 2, 512),
+    "mini": (256, 4, 4, 1024),
+    "small": (512, 4, 8, 2048),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+}
+
+# Peak dense bf16 FLOP/s, for MFU.
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
+
+
+def encoder_config(cfg: ModelConfig, vocab_size: int, pad_id: int) -> PretrainedConfig:
+    """A BERT or RoBERTa config of preset size with SDPA attention."""
+    hidden, layers, heads, inter = PRESETS[cfg.preset]
+    kind = BertConfig if cfg.arch == "bert" else RobertaConfig
+    # RoBERTa offsets positions by padding_idx + 1, so it needs two more position slots.
+    positions = cfg.max_positions + (pad_id + 1 if cfg.arch == "roberta" else 0)
+    return kind(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=inter, max_position_embeddings=positions, pad_token_id=pad_id,
+                hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                attn_implementation="sdpa")
+
+
+def from_pretrained(auto_cls, cfg: ModelConfig, vocab_size: int) -> torch.nn.Module:
+    """Load ``cfg.init_from`` for continued pretraining, checking it fits the tokenizer."""
+    path = Path(cfg.init_from)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.init_from={str(path)!r} holds no Hugging Face model: {e}".splitlines()[0]) from None
+    if hf_cfg.vocab_size < vocab_size:
+        raise ConfigError(f"model.init_from={str(path)!r} has {hf_cfg.vocab_size} token embeddings but the "
+                          f"tokenizer has {vocab_size} tokens; use the model's own tokenizer (tokenizer.path)")
+    return auto_cls.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa")
+
+
+def max_positions(model: torch.nn.Module) -> int:
+    """Longest sequence the model's position embeddings allow."""
+    cfg = model.config
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 10**9
+    return n - (cfg.pad_token_id + 1 if getattr(cfg, "model_type", "") == "roberta" else 0)
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token: 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B)."""
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    layers, hidden = cfg.num_hidden_layers, cfg.hidden_size
+    return 6 * n + 12 * layers * hidden * seq_len  # H·Q = hidden
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of ``device``, or None when unknown (CPU, unlisted GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)

@@ -1,0 +1,206 @@
+"""One pretraining run, end to end: check, read, tokenise, train on Ray Train, export.
+
+Everything that can be checked without Ray (config, paths, the run directory) is checked
+before Ray starts, so bad input never claims a resource.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from sslab import corpus, evaluation, pipeline, runs
+from sslab import tokenizer as tokenizers_mod
+from sslab.checkpoint import read_state
+from sslab.config import Config, build, load, merge, parse_overrides
+from sslab.errors import RunError, find_sslab_error
+from sslab.objectives import get as get_objective
+from sslab.train_loop import train_loop_per_worker
+
+log = logging.getLogger("sslab")
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves: its directory, summary and exported model."""
+
+    run_dir: Path
+    summary: dict = field(repr=False)
+    config: Config = field(repr=False)
+
+    @property
+    def model_dir(self) -> Path:
+        """Hugging Face directory of the final model and tokenizer."""
+        return self.run_dir / "model"
+
+
+@dataclass
+class RunData:
+    """Everything the driver prepares for the trainer."""
+
+    tokenizer: object
+    objective: object
+    train_blocks: object
+    val_blocks: object
+    num_train_blocks: int
+    num_val_blocks: int
+    probe: dict | None
+
+
+def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> RunResult:
+    """Pretrain one model; ``config`` is a :class:`Config`, a nested dict or a YAML path.
+
+    Rerunning with the same ``run.out`` resumes from that directory's last checkpoint.
+    """
+    cfg = as_config(config, overrides)
+    started = time.time()
+    run_dir = runs.prepare(cfg)
+    corpus.resolve_files(cfg.corpus)  # missing paths fail here, before Ray starts
+    init_ray(cfg)
+    check_resources(cfg)
+    data = prepare_data(cfg, run_dir)
+    result = fit(cfg, run_dir, data)
+    summary = finish(cfg, run_dir, data, result, time.time() - started)
+    return RunResult(run_dir=run_dir, summary=summary, config=cfg)
+
+
+def as_config(config, overrides) -> Config:
+    """A validated :class:`Config` from a Config, dict or YAML path, plus ``key=value`` overrides."""
+    if isinstance(config, Config):
+        config = config.to_dict()
+    if isinstance(config, dict):
+        return build(merge(config, parse_overrides(overrides or [])))
+    return load(config, overrides)
+
+
+def init_ray(cfg: Config) -> None:
+    """Join ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray sized for the run."""
+    if ray.is_initialized():
+        return
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
+    needed = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), logging_level=logging.WARNING)
+
+
+def use_gpu(cfg: Config) -> bool:
+    if cfg.scaling.use_gpu is not None:
+        return cfg.scaling.use_gpu
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def check_resources(cfg: Config) -> None:
+    """Fail fast, not hang, when the cluster can never hold the requested workers."""
+    res, s = ray.cluster_resources(), cfg.scaling
+    need_cpu = s.num_workers * s.cpus_per_worker
+    if res.get("CPU", 0) < need_cpu:
+        raise RunError(f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g} needs "
+                       f"{need_cpu:g} CPUs but the Ray cluster has {res.get('CPU', 0):g}")
+    if s.use_gpu and res.get("GPU", 0) < s.num_workers:
+        raise RunError(f"scaling.use_gpu=true with {s.num_workers} workers needs {s.num_workers} GPUs "
+                       f"but the Ray cluster has {res.get('GPU', 0):g}")
+
+
+def sample_texts(docs, n: int):
+    for batch in docs.limit(n).iter_batches(batch_size=1000, batch_format="numpy"):
+        yield from batch["text"].tolist()
+
+
+def prepare_data(cfg: Config, run_dir: Path) -> RunData:
+    """Read and split the corpus, get the tokenizer, pack and corrupt the blocks."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # same blocks in the same order on every rerun
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # sslab prints one line per stage
+    docs = corpus.read_documents(cfg.corpus)
+    train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
+    tok = tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample_texts(train_docs, cfg.tokenizer.sample_docs),
+                                           run_dir, cfg.model.max_positions, fallback_path=cfg.model.init_from)
+    vocab = tokenizers_mod.vocab_of(tok)
+    objective = get_objective(cfg.objective.name)(cfg.objective, vocab)
+    tok_json = tok.backend_tokenizer.to_str()
+    train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab)
+    if cfg.train.materialize:
+        train_blocks = train_blocks.materialize()
+    num_train = train_blocks.count()
+    if num_train == 0:
+        corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
+        raise RunError(f"corpus {cfg.corpus.source!r} is too small: no block of train.seq_len="
+                       f"{cfg.train.seq_len} tokens; add text or lower train.seq_len")
+    val_blocks = pipeline.eval_blocks(pipeline.tokenize(val_docs, tok_json, cfg, vocab), objective, cfg.eval)
+    num_val = val_blocks.count()
+    if num_val < cfg.scaling.num_workers:
+        raise RunError(f"the validation split holds {num_val} blocks of {cfg.train.seq_len} tokens, fewer than the "
+                       f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
+    probe = load_probe(cfg, val_docs, tok)
+    return RunData(tok, objective, train_blocks, val_blocks, num_train, num_val, probe)
+
+
+def load_probe(cfg: Config, val_docs, tok) -> dict | None:
+    if cfg.eval.probe_docs == 0:
+        return None
+    rows = val_docs.filter(lambda r: r["label"] is not None).limit(cfg.eval.probe_docs).take_all()
+    return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
+
+
+def fit(cfg: Config, run_dir: Path, data: RunData):
+    """Build the epoch stream and run the ``TorchTrainer``; sslab errors surface unwrapped."""
+    t, s = cfg.train, cfg.scaling
+    blocks_per_step = t.batch_size * t.grad_accum * s.num_workers
+    n_epochs = pipeline.epochs_needed(data.num_train_blocks, blocks_per_step, t.max_steps, s.num_workers, t.batch_size)
+    train_ds = pipeline.epochs(data.train_blocks, data.objective, t.seed, 0, n_epochs)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
+                           "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks},
+        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=use_gpu(cfg),
+                                               resources_per_worker={"CPU": s.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent),
+            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+        datasets={"train": train_ds, "val": data.val_blocks},
+        dataset_config=ray.train.DataConfig(
+            execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+    )
+    try:
+        return trainer.fit()
+    except Exception as e:  # Ray wraps worker errors; show ours as they were raised
+        ours = find_sslab_error(e)
+        if ours is not None:
+            raise ours from None
+        raise RunError(f"training failed: {str(e).strip().splitlines()[0]} "
+                       f"(rerun the same command to resume from the last checkpoint in {run_dir})") from e
+
+
+def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> dict:
+    """Export the final model in Hugging Face format and write ``summary.json``."""
+    if result.checkpoint is None:
+        raise RunError(f"training ended without a checkpoint in {run_dir}")
+    with result.checkpoint.as_directory() as d:
+        state = read_state(d)
+    model = data.objective.build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    data.objective.export(model, str(run_dir / "model"))
+    data.tokenizer.save_pretrained(str(run_dir / "model"))
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    summary = {
+        "objective": cfg.objective.name, "steps": state["counters"]["step"], "tokens": state["counters"]["tokens"],
+        "wall_s": round(wall_s, 2), "tokens_per_s": metrics.get("tokens_per_s"),
+        "num_workers": cfg.scaling.num_workers, "train_blocks": data.num_train_blocks,
+        "val_blocks": data.num_val_blocks, "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": metrics, "checkpoint": result.checkpoint.path, "model_dir": str(run_dir / "model"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,59 @@
+"""The run directory: created and checked before anything else, reused to resume.
+
+A directory that already holds a run resumes it, but only with a compatible config: changing
+what shapes the model or the data under a run's checkpoints would silently mix two runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sslab.config import Config
+from sslab.errors import RunError
+
+# Keys a rerun may change and still resume: how long, how often, where and on what it runs.
+RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.prefetch_batches", "train.max_nonfinite", "scaling.",
+                     "run.", "eval.probe_docs")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ, other than those a resume may change."""
+    a, b = flatten(old), flatten(new)
+    return [k for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+
+
+def prepare(cfg: Config) -> Path:
+    """Create (or reopen) ``run.out`` and write the resolved ``config.yaml`` into it."""
+    run_dir = Path(cfg.run.out).expanduser().resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".sslab-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"run.out={cfg.run.out!r} is not a writable directory ({e.strerror})") from None
+    saved = run_dir / "config.yaml"
+    new = yaml.safe_load(cfg.to_yaml())
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text()) or {}
+        changed = config_changes(old, new)
+        if changed:
+            shown = ", ".join(f"{k}: {flatten(old).get(k)!r} -> {flatten(new).get(k)!r}" for k in changed[:3])
+            raise RunError(f"{run_dir} holds a run with a different config ({shown}); "
+                           f"resume it unchanged or choose another run.out")
+    saved.write_text(cfg.to_yaml())
+    return run_dir

@@ -1,0 +1,122 @@
+"""Tokenizers: trained with HF ``tokenizers`` on a sample streamed from the corpus, or loaded.
+
+Either way the run keeps its own copy in ``run_dir/tokenizer`` (a fast tokenizer that
+``AutoTokenizer.from_pretrained`` loads offline), and a rerun of the same directory reuses it,
+so token ids never change under a resumed run.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from sslab.config import TokenizerConfig
+from sslab.errors import ConfigError
+
+log = logging.getLogger("sslab.tokenizer")
+
+# Special tokens in id order: BERT's for WordPiece, RoBERTa's for byte-level BPE.
+SPECIALS = {
+    "wordpiece": dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"),
+    "bpe": dict(bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Vocab:
+    """What the data side needs to know about a tokenizer: sizes, special ids, word pieces."""
+
+    size: int
+    pad_id: int
+    mask_id: int | None
+    cls_id: int
+    """Id opening every packed block ([CLS] or <s>)."""
+    sep_id: int
+    """Id closing every block and separating documents inside it ([SEP] or </s>)."""
+    special_ids: tuple[int, ...]
+    continues_word: np.ndarray
+    """Boolean per id: the token continues the word of the token before it."""
+
+
+def _build(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Trainer]:
+    specials = list(SPECIALS[kind].values())
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    return tok, trainer
+
+
+def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], max_length: int) -> PreTrainedTokenizerFast:
+    """Train a ``cfg.kind`` tokenizer of ``cfg.vocab_size`` on ``texts``."""
+    tok, trainer = _build(cfg.kind, cfg.vocab_size)
+    tok.train_from_iterator(texts, trainer=trainer)
+    specials = SPECIALS[cfg.kind]
+    first, last = (specials["cls_token"], specials["sep_token"]) if cfg.kind == "wordpiece" else ("<s>", "</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{first} $A {last}", pair=f"{first} $A {last} $B:1 {last}:1",
+        special_tokens=[(first, tok.token_to_id(first)), (last, tok.token_to_id(last))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **specials)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """Load a fast tokenizer from a local directory (never from the network)."""
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"tokenizer.path={str(path)!r} holds no loadable tokenizer: {e}".splitlines()[0]) from None
+    if not tok.is_fast:
+        raise ConfigError(f"tokenizer.path={str(path)!r} is a slow tokenizer; sslab needs a fast (tokenizer.json) one")
+    return tok
+
+
+def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path, max_length: int,
+                      fallback_path: str | None = None) -> PreTrainedTokenizerFast:
+    """The run's tokenizer: ``run_dir/tokenizer`` if it exists, else loaded or trained, then saved there.
+
+    ``texts`` is consumed only when a tokenizer has to be trained; ``fallback_path`` (an
+    ``init_from`` model directory) is used when it holds a tokenizer and none is configured.
+    """
+    saved = run_dir / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    path = cfg.path or (fallback_path if fallback_path and (Path(fallback_path) / "tokenizer.json").is_file() else None)
+    if path:
+        tok = load_tokenizer(path)
+    else:
+        log.info("training a %s tokenizer (vocab %d) on up to %d documents", cfg.kind, cfg.vocab_size, cfg.sample_docs)
+        tok = train_tokenizer(cfg, texts, max_length)
+    tok.save_pretrained(str(saved))
+    return tok
+
+
+def vocab_of(tok: PreTrainedTokenizerFast) -> Vocab:
+    """The :class:`Vocab` facts of a fast tokenizer."""
+    cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+    sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+    if cls_id is None or sep_id is None:
+        raise ConfigError("the tokenizer has neither [CLS]/[SEP] nor <s>/</s> tokens to frame blocks with")
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else sep_id
+    size = len(tok)
+    continues = np.zeros(size, dtype=bool)
+    wordpiece = isinstance(tok.backend_tokenizer.model, models.WordPiece)
+    for token, idx in tok.get_vocab().items():
+        # WordPiece marks continuations with "##"; byte-level BPE marks word starts with "Ġ".
+        continues[idx] = token.startswith("##") if wordpiece else not token.startswith("\u0120")
+    specials = tuple(sorted(set(tok.all_special_ids)))
+    continues[list(specials)] = False
+    return Vocab(size=size, pad_id=pad_id, mask_id=tok.mask_token_id, cls_id=cls_id, sep_id=sep_id,
+                 special_ids=specials, continues_word=continues)

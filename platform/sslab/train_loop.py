@@ -1,0 +1,183 @@
+"""The per-worker training loop that Ray Train runs on every worker.
+
+It does tensor work only: batches arrive already masked from Ray Data. One optimizer step is
+``grad_accum`` micro-batches; every ``log_every`` steps all workers report (a barrier), every
+``eval_every`` they evaluate together, every ``checkpoint_every`` rank 0 saves.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import ray.train
+import ray.train.torch
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from sslab import checkpoint, config as config_mod, models
+from sslab.errors import RunError
+from sslab.evaluation import evaluate
+from sslab.objectives import get as get_objective
+from sslab.objectives.base import splitmix64
+from sslab.progress import Progress
+
+
+@dataclass
+class Counters:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    tokens: int = 0
+    nonfinite_total: int = 0
+    nonfinite_run: int = 0
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def build_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms (BERT's recipe), fused kernels on GPU."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warmup, then linear, cosine or no decay down to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    decay = 1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Dropout seed of one step on one rank: a resumed run draws the same dropout masks."""
+    return int(splitmix64(splitmix64(splitmix64(seed) ^ rank) ^ step) >> 1)
+
+
+def micro_batches(shard, cfg, skip: int):
+    """Torch batches from this worker's shard, skipping those consumed before a resume."""
+    batches = shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True,
+                                       prefetch_batches=cfg.train.prefetch_batches,
+                                       device=ray.train.torch.get_device())
+    return itertools.islice(batches, skip, None)
+
+
+def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, float, int]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, tokens)."""
+    accum, loss_sum, tokens = cfg.train.grad_accum, 0.0, 0
+    for i in range(accum):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            raise RunError("the training data ran out before train.max_steps; this is a bug in epoch sizing") from None
+        sync = contextlib.nullcontext() if i == accum - 1 or not isinstance(model, DistributedDataParallel) \
+            else model.no_sync()
+        with sync, amp:
+            loss, _ = objective.loss(model, batch)
+            (loss / accum).backward()
+        loss_sum += loss.detach()
+        tokens += batch["input_ids"].numel()
+    clip = cfg.train.grad_clip or float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    return float(loss_sum) / accum, float(grad_norm), tokens
+
+
+def quiet_ray_train_reports() -> None:
+    """Drop Ray Train's INFO line per report: sslab prints its own progress line."""
+    try:  # that logger is named after its file, so LoggingConfig's level does not reach it
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
+def train_loop_per_worker(loop_cfg: dict) -> None:
+    """Ray Train entry point; ``loop_cfg`` holds the resolved config, vocab and probe set."""
+    cfg = config_mod.build(loop_cfg["config"])
+    quiet_ray_train_reports()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    objective = get_objective(cfg.objective.name)(cfg.objective, loop_cfg["vocab"])
+
+    torch.manual_seed(cfg.train.seed)  # identical init everywhere; DDP also broadcasts rank 0's
+    model = ray.train.torch.prepare_model(objective.build_model(cfg.model))
+    optimizer = build_optimizer(model, cfg.train, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
+    counters = Counters()
+    restored = checkpoint.restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
+    if restored:
+        counters = Counters(**restored)
+
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, skip=counters.step * cfg.train.grad_accum)
+    val_shard = ray.train.get_dataset_shard("val")
+    peak = models.peak_flops(device)
+    flops_tok = models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None
+    progress = Progress(cfg.train.max_steps, counters.step, quiet=cfg.run.quiet or rank != 0)
+    model.train()
+    while counters.step < cfg.train.max_steps:
+        torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
+        loss, grad_norm, tokens = train_step(model, objective, optimizer, batches, cfg, amp)
+        apply_or_skip(optimizer, scheduler, counters, loss, grad_norm, cfg)
+        counters.step += 1
+        counters.tokens += tokens * world
+        progress.tick(tokens * world)
+        metrics = step_metrics(counters, loss, grad_norm, scheduler, progress, flops_tok, peak, world, loop_cfg)
+        maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_shard, loop_cfg, cfg, progress)
+
+
+def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
+    """Step the optimizer, or skip a non-finite step and fail after too many in a row."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        optimizer.step()
+        counters.nonfinite_run = 0
+    else:
+        counters.nonfinite_total += 1
+        counters.nonfinite_run += 1
+        if counters.nonfinite_run >= cfg.train.max_nonfinite:
+            raise RunError(f"loss or gradient was non-finite for {counters.nonfinite_run} steps in a row "
+                           f"(step {counters.step}); lower train.lr or raise train.max_nonfinite")
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
+def step_metrics(counters, loss, grad_norm, scheduler, progress, flops_tok, peak, world, loop_cfg) -> dict:
+    metrics = {"step": counters.step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "tokens": counters.tokens, "tokens_per_s": progress.tokens_per_s,
+               "epoch": counters.step * loop_cfg["blocks_per_step"] / loop_cfg["train_blocks"],
+               "nonfinite_steps": counters.nonfinite_total}
+    if peak:
+        metrics["mfu"] = progress.tokens_per_s * flops_tok / (peak * world)
+    return metrics
+
+
+def maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_shard, loop_cfg, cfg, progress):
+    """Evaluate, checkpoint and report on the steps that call for it (all ranks the same steps)."""
+    t, step = cfg.train, counters.step
+    last = step == t.max_steps
+    do_eval, do_ckpt = step % t.eval_every == 0 or last, step % t.checkpoint_every == 0 or last
+    if not (do_eval or do_ckpt or step % t.log_every == 0):
+        return
+    if do_eval:
+        metrics.update(evaluate(model, objective, val_shard, loop_cfg.get("probe"), cfg))
+        model.train()
+    progress.line(metrics)
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    if do_ckpt and rank0:
+        with checkpoint.save(unwrap(model), optimizer, scheduler, asdict(counters)) as ckpt:
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
+    else:
+        ray.train.report(metrics, checkpoint=None)

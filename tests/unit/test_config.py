@@ -1,0 +1,218 @@
+"""The run config: defaults, YAML files, ``a.b=value`` overrides, and errors that name the key."""
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+
+from sslab import config
+from sslab.config import Config, ConfigError
+from sslab.objectives.base import RowRandom
+from sslab.objectives.mlm import MLMConfig
+
+
+@pytest.fixture
+def yaml_file(tmp_path):
+    """Write a dict (or raw text) to a YAML file and return its path."""
+    def write(content, name="run.yaml"):
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        return path
+    return write
+
+
+def error_of(overrides=None, path=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.load(path, overrides)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- defaults, files, overrides
+
+
+def test_defaults_build_a_valid_config_with_the_mlm_objective():
+    cfg = config.build()
+    assert isinstance(cfg.objective, MLMConfig)
+    assert cfg.objective.name == "mlm" and cfg.objective.mask_ratio == 0.15
+    # Apart from the objective (whose Config comes from the registry), build() is Config().
+    assert dataclasses.replace(cfg, objective=config.ObjectiveConfig()) == Config()
+    assert config.load() == cfg
+
+
+def test_parse_overrides_reads_values_as_yaml_scalars():
+    parsed = config.parse_overrides([
+        "train.lr=1e-3", "train.max_steps=20", "train.materialize=false", "corpus.label_field=null",
+        "train.betas=[0.9, 0.95]", "run.out=runs/x", "model.dropout=.5", "eval.mask_ratio=2E-1"])
+    assert parsed == {
+        "train": {"lr": 0.001, "max_steps": 20, "materialize": False, "betas": [0.9, 0.95]},
+        "corpus": {"label_field": None}, "run": {"out": "runs/x"},
+        "model": {"dropout": 0.5}, "eval": {"mask_ratio": 0.2}}
+    assert type(parsed["train"]["lr"]) is float and type(parsed["train"]["max_steps"]) is int
+
+
+def test_overrides_build_typed_values():
+    cfg = config.load(overrides=["train.lr=1e-3", "train.materialize=false", "scaling.use_gpu=null",
+                                 "train.betas=[0.8, 0.9]", "train.grad_clip=2"])
+    assert cfg.train.lr == 0.001 and cfg.train.materialize is False and cfg.scaling.use_gpu is None
+    assert cfg.train.betas == (0.8, 0.9)
+    assert cfg.train.grad_clip == 2.0 and type(cfg.train.grad_clip) is float  # an int where a float goes
+
+
+def test_corpus_and_objective_shorthands():
+    assert config.parse_overrides(["corpus=synthetic"]) == {"corpus": "synthetic"}
+    cfg = config.load(overrides=["corpus=/data/wiki", "corpus.val_fraction=0.1", "objective=mlm"])
+    assert cfg.corpus.source == "/data/wiki" and cfg.corpus.val_fraction == 0.1
+    assert isinstance(cfg.objective, MLMConfig)
+
+
+def test_an_objective_override_builds_that_objectives_config():
+    cfg = config.load(overrides=["objective.mask_ratio=0.3", "objective.whole_word=true"])
+    assert type(cfg.objective) is MLMConfig
+    assert cfg.objective.mask_ratio == 0.3 and cfg.objective.whole_word is True
+    assert cfg.objective.replace_mask == 0.8  # untouched fields keep their defaults
+
+
+def test_overrides_win_over_the_yaml_file_which_wins_over_defaults(yaml_file):
+    path = yaml_file({"corpus": "synthetic", "train": {"lr": 0.002, "max_steps": 50},
+                      "objective": {"name": "mlm", "mask_ratio": 0.4}})
+    cfg = config.load(path, ["train.lr=1e-4", "corpus.synthetic.num_docs=100"])
+    assert cfg.train.lr == 1e-4 and cfg.train.max_steps == 50
+    assert cfg.corpus.source == "synthetic" and cfg.corpus.synthetic.num_docs == 100
+    assert cfg.objective.mask_ratio == 0.4
+    assert cfg.train.batch_size == Config().train.batch_size
+    # The override may also come as a nested dict (the Python API).
+    assert config.load(path, {"train": {"max_steps": 7}}).train.max_steps == 7
+
+
+def test_an_empty_yaml_file_gives_the_defaults(yaml_file):
+    assert config.load(yaml_file("")) == config.build()
+
+
+def test_to_yaml_round_trips():
+    cfg = config.load(overrides=["train.lr=3e-4", "train.betas=[0.85, 0.97]", "objective.mask_ratio=0.4",
+                                 "corpus.label_field=topic", "scaling.use_gpu=false", "model.preset=mini"])
+    again = config.build(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+    assert type(again.objective) is MLMConfig and again.train.betas == (0.85, 0.97)
+
+
+# ---------------------------------------------------------------- errors name the key
+
+
+@pytest.mark.parametrize("override, key", [
+    ("trian.lr=1", "trian"),
+    ("train.lrr=1e-3", "train.lrr"),
+    ("corpus.synthetic.num_doc=10", "corpus.synthetic.num_doc"),
+    ("objective.mask_rato=0.3", "objective.mask_rato"),
+])
+def test_an_unknown_key_is_an_error_naming_it(override, key):
+    message = error_of([override])
+    assert f"unknown config key '{key}'" in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.batch_size=abc", "train.batch_size"),
+    ("train.batch_size=1.5", "train.batch_size"),
+    ("train.batch_size=true", "train.batch_size"),  # a bool is not an integer
+    ("train.lr=fast", "train.lr"),
+    ("train.materialize=1", "train.materialize"),
+    ("scaling.use_gpu=maybe", "scaling.use_gpu"),
+    ("train.betas=[0.9]", "train.betas"),
+    ("train.betas=0.9", "train.betas"),
+    ("train=5", "train"),
+    ("corpus.synthetic=5", "corpus.synthetic"),
+    ("corpus=3", "corpus"),
+])
+def test_a_value_of_the_wrong_type_is_an_error_naming_the_key(override, key):
+    assert error_of([override]).startswith(key)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=-1e-3", "train.lr"),
+    ("train.lr=nan", "train.lr"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.seq_len=4", "train.seq_len"),
+    ("train.betas=[0.9, 1.0]", "train.betas"),
+    ("model.dropout=1.0", "model.dropout"),
+    ("eval.mask_ratio=0", "eval.mask_ratio"),
+    ("corpus.val_fraction=1.5", "corpus.val_fraction"),
+    ("corpus.synthetic.num_topics=1", "corpus.synthetic.num_topics"),
+    ("scaling.num_workers=0", "scaling.num_workers"),
+    ("objective.mask_ratio=1.3", "objective.mask_ratio"),
+    ("tokenizer.path=/no/such/dir", "tokenizer.path"),
+    ("model.init_from=/no/such/dir", "model.init_from"),
+])
+def test_an_out_of_range_value_is_an_error_naming_the_key(override, key):
+    assert error_of([override]).startswith(f"{key}=")
+
+
+def test_an_unknown_literal_choice_is_an_error_listing_the_choices():
+    message = error_of(["model.preset=huge"])
+    assert message.startswith("model.preset='huge'")
+    assert all(p in message for p in ("tiny", "mini", "small", "base", "large"))
+    assert error_of(["tokenizer.kind=sentencepiece"]).startswith("tokenizer.kind=")
+
+
+@pytest.mark.parametrize("overrides", [["objective=nope"], ["objective.name=nope"]])
+def test_an_unknown_objective_is_an_error_listing_the_available_ones(overrides):
+    message = error_of(overrides)
+    assert "'nope'" in message and "available: mlm" in message
+
+
+def test_seq_len_above_max_positions_is_an_error_naming_both():
+    message = error_of(["train.seq_len=1024"])
+    assert message.startswith("train.seq_len=1024") and "model.max_positions=512" in message
+    assert config.load(overrides=["train.seq_len=1024", "model.max_positions=1024"]).train.seq_len == 1024
+
+
+@pytest.mark.parametrize("item", ["train.lr", "=3", ""])
+def test_a_malformed_override_is_an_error_quoting_it(item):
+    assert repr(item) in error_of([item])
+
+
+def test_a_missing_yaml_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert str(missing) in error_of(path=missing)
+
+
+@pytest.mark.parametrize("text, why", [("train: [unclosed\n", "not valid YAML"),
+                                       ("- a\n- b\n", "mapping")])
+def test_an_invalid_yaml_file_is_an_error_naming_it(yaml_file, text, why):
+    path = yaml_file(text)
+    message = error_of(path=path)
+    assert str(path) in message and why in message and "\n" not in message
+
+
+def test_a_bad_key_in_the_yaml_file_is_named_too(yaml_file):
+    assert "'model.prest'" in error_of(path=yaml_file({"model": {"prest": "tiny"}}))
+
+
+# ---------------------------------------------------------------- known defects
+
+
+@pytest.mark.xfail(reason="BUG: config.py _build_objective/build: dict(3) raises TypeError, not ConfigError",
+                   strict=True)
+@pytest.mark.parametrize("override", ["objective=3", "objective=[mlm]"])
+def test_an_objective_that_is_neither_a_name_nor_a_mapping_is_an_error_naming_it(override):
+    assert error_of([override]).startswith("objective")
+
+
+@pytest.mark.xfail(reason="BUG: config.py parse_overrides: a number-like value for a str field "
+                          "(run.out=2024) is parsed as int and then rejected as 'expected a string'",
+                   strict=True)
+def test_a_string_field_accepts_a_value_that_looks_like_a_number():
+    assert config.load(overrides=["run.out=2024"]).run.out == "2024"
+
+
+@pytest.mark.xfail(reason="BUG: config.py TrainConfig/EvalConfig accept a negative seed, which "
+                          "objectives/base.py RowRandom cannot use (OverflowError in np.uint64)",
+                   strict=True)
+@pytest.mark.parametrize("key", ["train.seed", "eval.seed"])
+def test_a_negative_seed_is_refused_by_the_config_or_usable_by_the_masks(key):
+    try:
+        cfg = config.load(overrides=[f"{key}=-1"])
+    except ConfigError as e:
+        assert str(e).startswith(key)
+        return
+    section, field = key.split(".")
+    RowRandom(getattr(getattr(cfg, section), field), 0, np.arange(4)).uniform(8)
