@@ -141,7 +141,7 @@ def get(name: str) -> type[Objective]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown objective {name!r} (available: {', '.join(available())})") from None
+        raise ConfigError(f"objective {name!r} is unknown (available: {', '.join(available())})") from None
 
 
 def available() -> list[str]:

@@ -156,7 +156,7 @@ class TrainConfig:
     materialize: bool = True
     """Keep the tokenised, packed corpus in the object store (otherwise re-read every epoch)."""
     seed: int = 0
-    """Seeds model init, dropout and every mask."""
+    """Seeds model init, dropout and every mask (>= 0)."""
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every",
@@ -170,6 +170,7 @@ class TrainConfig:
         check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
         check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
         check(self.prefetch_batches >= 0, "train.prefetch_batches", self.prefetch_batches, "an integer >= 0")
+        check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
 
 
 @dataclass(kw_only=True)
@@ -189,6 +190,7 @@ class EvalConfig:
         check_fraction("eval.mask_ratio", self.mask_ratio)
         check(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
         check(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
+        check(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
 
 
 @dataclass(kw_only=True)
@@ -267,7 +269,9 @@ def build(data: dict | None = None) -> Config:
         data["corpus"] = {"source": data["corpus"]}
     if isinstance(data.get("objective"), str):
         data["objective"] = {"name": data["objective"]}
-    objective = dict(data.pop("objective", None) or {})
+    objective = data.pop("objective", None) or {}
+    if not isinstance(objective, dict):
+        raise ConfigError(f"objective must be a name or a mapping, got {objective!r}")
     cfg = _build_dataclass(Config, data, "")
     cfg.objective = _build_objective(objective)
     return cfg
@@ -298,6 +302,8 @@ def _build_dataclass(cls: type, data: Any, prefix: str):
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:
+    if isinstance(value, Override):  # command-line text: its meaning depends on the field's type
+        value = str(value) if _takes_text(tp, value) else _parse_scalar(value)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, name)
@@ -338,18 +344,30 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
 # ---------------------------------------------------------------- files and overrides
 
 
+class Override(str):
+    """The raw text of a ``key=value`` override, parsed only once the field's type is known."""
+
+
+def _takes_text(tp: Any, raw: str) -> bool:
+    """Whether raw text should stay text for a field of type ``tp`` (``run.out=2024`` is a path)."""
+    if tp is str:
+        return True
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else ()
+    return str in args and raw.strip() not in ("null", "~", "None", "")
+
+
 def parse_overrides(items: list[str]) -> dict:
     """Turn ``["train.lr=1e-3", "corpus=synthetic"]`` into a nested dict.
 
-    Values are parsed as YAML scalars, so ``1e-3`` is a float, ``true`` a bool, ``null`` None.
+    Values are parsed by the type of the field they set: as YAML scalars for numbers, bools and
+    lists (``1e-3`` is a float, ``true`` a bool, ``null`` None), as plain text for strings.
     """
     out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        value = _parse_scalar(raw)
-        set_dotted(out, key.strip(), value)
+        set_dotted(out, key.strip(), Override(raw))
     return out
 
 

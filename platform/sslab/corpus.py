@@ -34,11 +34,13 @@ SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string())])
 def resolve_files(cfg: CorpusConfig) -> list[str]:
     """The files ``cfg.source`` names: a file, a directory (recursive), a glob, or a URI.
 
-    URIs (``s3://``, ``gs://`` ...) are returned as they are, unchecked. Hidden files are skipped
+    URIs (``s3://``, ``gs://`` ...) are returned as they are, unchecked; ``synthetic`` has none. Hidden files are skipped
     in directories; with ``format: auto`` a directory contributes only files with a known
     extension, unless none has one.
     """
     source = cfg.source
+    if source == "synthetic":
+        return []
     if "://" in source:
         return [source]
     if any(c in source for c in "*?["):

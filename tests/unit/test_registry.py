@@ -61,6 +61,14 @@ def test_register_refuses_a_duplicate_name(registry):
     assert objectives.get(taken) is original
 
 
+def test_a_subclass_of_a_registered_objective_must_choose_its_own_name(registry):
+    parent = objectives.get(EXPECTED_OBJECTIVES[0])
+    with pytest.raises(ValueError, match="already registered"):
+        base.register(type("Variant", (parent,), {}))
+    renamed = base.register(type("Variant", (parent,), {"name": "variant"}))
+    assert objectives.get("variant") is renamed and objectives.get(parent.name) is parent
+
+
 @pytest.mark.parametrize("thing", [object, int, "mlm", make_objective], ids=["object", "int", "str", "function"])
 def test_register_refuses_what_is_not_an_objective_class(registry, thing):
     with pytest.raises(TypeError, match="subclass of Objective"):

@@ -1,0 +1,321 @@
+"""Property tests of MLM masking (fairseq-style) and of the per-row randomness it draws on.
+
+The blocks are real packed text: a small WordPiece tokenizer trained on the synthetic corpus,
+so words split into "##" pieces as they do in a run. ~100k tokens make the rate checks tight:
+tolerances are 5 standard errors of a binomial share (WordPiece training is not deterministic,
+so the blocks, hence the draws, vary a little from run to run; 5 keeps false alarms below 1e-5).
+"""
+import numpy as np
+import pytest
+
+from sslab import synthetic, tokenizer
+from sslab.config import ConfigError, EvalConfig, SyntheticConfig, TokenizerConfig
+from sslab.objectives.base import RowRandom
+from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
+from sslab.pipeline import pack
+
+SEQ_LEN = 128
+Z = 5  # tolerance of a rate check, in standard errors
+
+
+@pytest.fixture(scope="module")
+def tok():
+    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 300)["text"]
+    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=1000), list(texts), SEQ_LEN)
+
+
+@pytest.fixture(scope="module")
+def vocab(tok):
+    return tokenizer.vocab_of(tok)
+
+
+@pytest.fixture(scope="module")
+def blocks(tok, vocab):
+    """About 800 packed blocks of 128 tokens: ``input_ids`` (int64) and ``row_id``."""
+    texts = synthetic.generate(SyntheticConfig(seed=5), 300, 1700)["text"]
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
+    out = {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray().astype(np.int64),
+           "row_id": table.column("row_id").to_numpy()}
+    eligible = ~np.isin(out["input_ids"], vocab.special_ids)
+    assert eligible.sum() > 95_000, "too few tokens for the rate checks to be tight"
+    return out
+
+
+def mlm(vocab, **cfg) -> MLM:
+    return MLM(MLMConfig(**cfg), vocab)
+
+
+def masked(objective, blocks, seed=0, epoch=0, rows=slice(None)):
+    """``objective.transform`` of (some of) the blocks, with their per-row randomness."""
+    ids, row_ids = blocks["input_ids"][rows], blocks["row_id"][rows]
+    return objective.transform({"input_ids": ids}, RowRandom(seed, epoch, row_ids))
+
+
+def assert_share(count, total, p, what):
+    """``count / total`` is ``p`` within ``Z`` binomial standard errors."""
+    se = np.sqrt(p * (1 - p) / total)
+    assert abs(count / total - p) <= Z * se + 1e-12, f"{what}: {count / total:.4f} vs {p} (se {se:.4f})"
+
+
+def eligible_of(vocab, ids):
+    return ~np.isin(ids, vocab.special_ids)
+
+
+# ---------------------------------------------------------------- labels and inputs
+
+
+@pytest.mark.parametrize("cfg", [{}, {"mask_ratio": 0.4}, {"mask_ratio": 0.4, "whole_word": True}])
+def test_labels_are_the_original_tokens_and_only_selected_inputs_change(vocab, blocks, cfg):
+    ids = blocks["input_ids"]
+    before = ids.copy()
+    out = masked(mlm(vocab, **cfg), blocks)
+    assert set(out) == {"input_ids", "labels"}
+    assert out["input_ids"].shape == out["labels"].shape == ids.shape
+    assert out["input_ids"].dtype == out["labels"].dtype == np.int64
+    selected = out["labels"] != IGNORE
+    assert selected.any()
+    np.testing.assert_array_equal(out["labels"][selected], ids[selected])
+    np.testing.assert_array_equal(out["input_ids"][~selected], ids[~selected])
+    assert (out["input_ids"][selected] != ids[selected]).mean() > 0.8  # they do change, mostly
+    np.testing.assert_array_equal(ids, before)  # the input batch is not modified in place
+
+
+def test_special_tokens_are_never_selected(vocab, blocks):
+    ids = blocks["input_ids"].copy()
+    # Sprinkle every special token (pad, unk, mask, cls, sep) through the blocks.
+    specials = np.array(vocab.special_ids)
+    spots = np.zeros(ids.shape, dtype=bool)
+    spots[:, 3::7] = True
+    ids[spots] = np.resize(specials, spots.sum())
+    batch = {"input_ids": ids, "row_id": blocks["row_id"]}
+    out = masked(mlm(vocab, mask_ratio=0.9, replace_mask=0.5, replace_random=0.5), batch)
+    special = np.isin(ids, vocab.special_ids)
+    assert special.sum() > 10_000 and set(ids[special]) == set(vocab.special_ids)
+    assert (out["labels"][special] == IGNORE).all()
+    np.testing.assert_array_equal(out["input_ids"][special], ids[special])
+    assert_share((out["labels"][~special] != IGNORE).sum(), (~special).sum(), 0.9, "selection")
+
+
+# ---------------------------------------------------------------- rates
+
+
+@pytest.mark.parametrize("ratio", [0.15, 0.4, 0.03])
+def test_the_selection_rate_matches_mask_ratio(vocab, blocks, ratio):
+    out = masked(mlm(vocab, mask_ratio=ratio), blocks, seed=11)
+    eligible = eligible_of(vocab, blocks["input_ids"])
+    assert_share((out["labels"] != IGNORE).sum(), eligible.sum(), ratio, "selection rate")
+    # Not only on average: each row is near the rate (no row left unmasked or all masked).
+    per_row = (out["labels"] != IGNORE).sum(1) / eligible.sum(1)
+    assert np.abs(per_row - ratio).max() < (Z + 1) * np.sqrt(ratio * (1 - ratio) / eligible.sum(1).min())
+
+
+def test_selection_is_spread_over_positions(vocab, blocks):
+    """No position in the block is favoured: the rate holds column by column."""
+    out = masked(mlm(vocab, mask_ratio=0.4), blocks, seed=3)
+    cols = (out["labels"] != IGNORE)[:, 1:-1].mean(0)  # the first and last are [CLS] and [SEP]
+    n = len(blocks["input_ids"])
+    assert np.abs(cols - 0.4).max() < (Z + 1) * np.sqrt(0.4 * 0.6 / n)  # the worst of 126 columns
+
+
+@pytest.mark.parametrize("p_mask, p_random", [(0.8, 0.1), (1.0, 0.0), (0.5, 0.5), (0.0, 0.0), (0.0, 1.0)])
+def test_selected_tokens_are_masked_randomised_or_kept_in_the_configured_shares(vocab, blocks, p_mask, p_random):
+    out = masked(mlm(vocab, mask_ratio=0.4, replace_mask=p_mask, replace_random=p_random), blocks, seed=2)
+    selected = out["labels"] != IGNORE
+    original, inputs = blocks["input_ids"][selected], out["input_ids"][selected]
+    n = selected.sum()
+    as_mask = inputs == vocab.mask_id
+    kept = inputs == original
+    as_random = ~as_mask & ~kept
+    # A random draw can give back the original token (1 in the ~995 non-special ids): it looks kept.
+    same = p_random / (vocab.size - len(vocab.special_ids))
+    assert_share(as_mask.sum(), n, p_mask, "mask share")
+    assert_share(as_random.sum(), n, p_random - same, "random share")
+    assert_share(kept.sum(), n, 1 - p_mask - p_random + same, "kept share")
+    if p_mask == 1.0:
+        assert as_mask.all()
+    if p_mask == p_random == 0.0:
+        np.testing.assert_array_equal(out["input_ids"], blocks["input_ids"])
+
+
+def test_random_replacements_are_never_special_and_cover_the_vocabulary(vocab, blocks):
+    out = masked(mlm(vocab, mask_ratio=0.9, replace_mask=0.0, replace_random=1.0), blocks, seed=4)
+    selected = out["labels"] != IGNORE
+    drawn = out["input_ids"][selected]
+    assert not np.isin(drawn, vocab.special_ids).any()
+    assert drawn.min() >= 0 and drawn.max() < vocab.size
+    # Uniform over the non-special vocabulary: every id turns up (~90 draws each), none dominates.
+    counts = np.bincount(drawn, minlength=vocab.size)
+    normal = np.setdiff1d(np.arange(vocab.size), vocab.special_ids)
+    assert (counts[normal] > 0).all()
+    expected = len(drawn) / len(normal)
+    assert counts.max() < expected + 6 * np.sqrt(expected)
+
+
+# ---------------------------------------------------------------- whole words
+
+
+def word_continuations(tok, vocab, ids):
+    """True where a token continues the word before it ("##" piece not right after a special)."""
+    pieces = np.array(tok.convert_ids_to_tokens(list(range(vocab.size))))
+    cont = np.char.startswith(pieces, "##")[ids]
+    cont[:, 0] = False
+    cont[:, 1:] &= ~np.isin(ids[:, :-1], vocab.special_ids)
+    return cont
+
+
+@pytest.mark.parametrize("ratio", [0.15, 0.4])
+def test_whole_word_selects_all_pieces_of_a_word_together(tok, vocab, blocks, ratio):
+    ids = blocks["input_ids"]
+    cont = word_continuations(tok, vocab, ids)
+    assert cont.sum() > 10_000, "the corpus must split many words into pieces"
+    selected = masked(mlm(vocab, mask_ratio=ratio, whole_word=True), blocks)["labels"] != IGNORE
+    prev = np.zeros_like(selected)
+    prev[:, 1:] = selected[:, :-1]
+    assert (selected[cont] == prev[cont]).all(), "a word was partly selected"
+    assert (selected & cont).sum() > 1000
+    # Words (not pieces) are selected at the ratio.
+    starts = eligible_of(vocab, ids) & ~cont
+    assert_share((selected & starts).sum(), starts.sum(), ratio, "word selection rate")
+    # Token-level masking splits words; that the check above would notice.
+    token_level = masked(mlm(vocab, mask_ratio=ratio), blocks)["labels"] != IGNORE
+    prev[:, 1:] = token_level[:, :-1]
+    assert (token_level[cont] != prev[cont]).sum() > 1000
+
+
+def test_whole_word_masking_follows_vocab_continues_word(vocab):
+    """A hand-built vocabulary: ids 5.. are words, odd ids >= 20 continue the word before."""
+    cont = np.zeros(40, dtype=bool)
+    cont[21::2] = True
+    hand = tokenizer.Vocab(size=40, pad_id=0, mask_id=4, cls_id=2, sep_id=3, special_ids=(0, 1, 2, 3, 4),
+                           continues_word=cont)
+    row = np.array([2, 5, 21, 23, 25, 6, 7, 27, 3, 29, 8, 3])  # [CLS] w### w w# [SEP] #? w [SEP]
+    ids = np.tile(row, (4000, 1))
+    out = mlm(hand, mask_ratio=0.5, whole_word=True).transform({"input_ids": ids},
+                                                                RowRandom(0, 0, np.arange(len(ids))))
+    sel = out["labels"] != IGNORE
+    assert (sel[:, 1:5] == sel[:, [1]]).all() and (sel[:, 6:8] == sel[:, [6]]).all()
+    # The piece after [SEP] does not join the word before it: it is drawn on its own.
+    assert 0.45 < (sel[:, 9] != sel[:, 6]).mean() < 0.55
+    assert 0.45 < sel[:, 9].mean() < 0.55
+    assert not sel[:, [0, 8, 11]].any()
+
+
+# ---------------------------------------------------------------- per-row randomness
+
+
+def test_a_rows_mask_does_not_depend_on_its_batch(vocab, blocks):
+    objective = mlm(vocab, mask_ratio=0.3, whole_word=True)
+    rows = slice(0, 64)
+    whole = masked(objective, blocks, seed=7, epoch=2, rows=rows)
+    for i in (0, 17, 63):
+        alone = masked(objective, blocks, seed=7, epoch=2, rows=slice(i, i + 1))
+        for key in whole:
+            np.testing.assert_array_equal(alone[key][0], whole[key][i])
+    perm = np.random.default_rng(0).permutation(64)
+    shuffled = masked(objective, blocks, seed=7, epoch=2, rows=perm)
+    for key in whole:
+        np.testing.assert_array_equal(shuffled[key], whole[key][perm])
+    # Mixed with other rows, in another batch size.
+    mixed = masked(objective, blocks, seed=7, epoch=2, rows=np.r_[200:300, 10:20])
+    np.testing.assert_array_equal(mixed["input_ids"][100:], whole["input_ids"][10:20])
+
+
+def test_the_same_seed_epoch_and_row_give_the_same_mask(vocab, blocks):
+    a = masked(mlm(vocab), blocks, seed=1, epoch=3)
+    b = masked(mlm(vocab), blocks, seed=1, epoch=3)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("other", [dict(seed=0, epoch=1), dict(seed=1, epoch=0)], ids=["epoch", "seed"])
+def test_another_epoch_or_seed_draws_an_independent_mask(vocab, blocks, other):
+    ratio = 0.15
+    first = masked(mlm(vocab, mask_ratio=ratio), blocks, seed=0, epoch=0)["labels"] != IGNORE
+    second = masked(mlm(vocab, mask_ratio=ratio), blocks, **other)["labels"] != IGNORE
+    eligible = eligible_of(vocab, blocks["input_ids"])
+    assert not (first == second).all(axis=1).any(), "some row kept its mask"
+    assert_share((first & second).sum(), eligible.sum(), ratio * ratio, "selected in both")
+
+
+def test_different_rows_get_independent_masks(vocab, blocks):
+    """The same content under different row ids: masks are independent draws."""
+    ratio = 0.15
+    ids = np.tile(blocks["input_ids"][:1], (1000, 1))
+    out = mlm(vocab, mask_ratio=ratio).transform({"input_ids": ids}, RowRandom(0, 0, np.arange(1000) * 7919))
+    sel = out["labels"] != IGNORE
+    eligible = eligible_of(vocab, ids)
+    assert len({r.tobytes() for r in sel}) == 1000
+    # Neighbouring rows, the same column: selected together at the rate of independent events.
+    both = sel[1:] & sel[:-1]
+    assert_share(both.sum(), eligible[1:].sum(), ratio * ratio, "selected in both rows")
+    # And each position is selected at the rate across rows.
+    col_rate = sel[:, eligible[0]].mean(0)
+    assert np.abs(col_rate - ratio).max() < (Z + 1) * np.sqrt(ratio * (1 - ratio) / 1000)
+
+
+def test_row_random_streams_are_uniform_and_distinct():
+    rng = RowRandom(3, 1, np.arange(500, dtype=np.uint64))
+    u0, u1 = rng.uniform(200, stream=0), rng.uniform(200, stream=1)
+    assert u0.shape == (500, 200) and 0 <= u0.min() and u0.max() < 1
+    assert abs(u0.mean() - 0.5) < 4 * np.sqrt(1 / 12 / u0.size)
+    assert abs(np.corrcoef(u0.ravel(), u1.ravel())[0, 1]) < 4 / np.sqrt(u0.size)
+    ints = rng.integers(5, 12, 200, stream=2)
+    assert ints.min() == 5 and ints.max() == 11
+    np.testing.assert_array_equal(np.bincount(ints.ravel())[:5], 0)
+
+
+# ---------------------------------------------------------------- the fixed eval protocol
+
+
+def test_eval_masks_by_the_protocol_whatever_the_objectives_knobs(vocab, blocks):
+    protocol = EvalConfig()
+    rng = RowRandom(protocol.seed, 0, blocks["row_id"])
+    batch = {"input_ids": blocks["input_ids"]}
+    plain = mlm(vocab).eval_transform(batch, rng, protocol)
+    tuned = mlm(vocab, mask_ratio=0.4, replace_mask=1.0, replace_random=0.0, whole_word=True)
+    out = tuned.eval_transform(batch, rng, protocol)
+    for key in plain:
+        np.testing.assert_array_equal(out[key], plain[key])
+    selected = out["labels"] != IGNORE
+    assert_share(selected.sum(), eligible_of(vocab, batch["input_ids"]).sum(), protocol.mask_ratio, "eval rate")
+    assert_share((out["input_ids"][selected] == vocab.mask_id).sum(), selected.sum(), 0.8, "eval mask share")
+
+
+def test_eval_masks_at_the_configured_eval_ratio(vocab, blocks):
+    protocol = EvalConfig(mask_ratio=0.3)
+    rng = RowRandom(protocol.seed, 0, blocks["row_id"])
+    out = mlm(vocab, mask_ratio=0.05).eval_transform({"input_ids": blocks["input_ids"]}, rng, protocol)
+    assert_share((out["labels"] != IGNORE).sum(), eligible_of(vocab, blocks["input_ids"]).sum(), 0.3, "eval rate")
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_mask_ratio_outside_the_open_unit_interval_is_refused(ratio):
+    with pytest.raises(ConfigError, match=r"^objective\.mask_ratio="):
+        MLMConfig(mask_ratio=ratio)
+
+
+@pytest.mark.parametrize("field", ["replace_mask", "replace_random"])
+@pytest.mark.parametrize("value", [-0.1, 1.1])
+def test_replacement_shares_outside_the_unit_interval_are_refused(field, value):
+    kwargs = {"replace_mask": 0.0, "replace_random": 0.0, field: value}
+    with pytest.raises(ConfigError, match=rf"^objective\.{field}="):
+        MLMConfig(**kwargs)
+
+
+def test_replacement_shares_summing_above_one_are_refused():
+    with pytest.raises(ConfigError, match=r"^objective\.replace_random=0\.3.*objective\.replace_mask"):
+        MLMConfig(replace_mask=0.8, replace_random=0.3)
+    for p_mask, p_random in [(1.0, 0.0), (0.7, 0.3), (0.0, 1.0), (0.0, 0.0)]:
+        MLMConfig(replace_mask=p_mask, replace_random=p_random)
+
+
+def test_mlm_needs_a_tokenizer_with_a_mask_token(vocab):
+    no_mask = tokenizer.Vocab(size=vocab.size, pad_id=vocab.pad_id, mask_id=None, cls_id=vocab.cls_id,
+                              sep_id=vocab.sep_id, special_ids=vocab.special_ids,
+                              continues_word=vocab.continues_word)
+    with pytest.raises(ConfigError, match="mask token"):
+        MLM(MLMConfig(), no_mask)

@@ -1,0 +1,166 @@
+"""Tokenizers: training, the run's saved copy, loading from a directory, and the Vocab facts."""
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from sslab import synthetic, tokenizer
+from sslab.config import ConfigError, SyntheticConfig, TokenizerConfig
+
+MAX_LEN = 128
+SPECIAL_TOKENS = {"wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                  "bpe": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]}
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return list(synthetic.generate(SyntheticConfig(seed=2), 0, 300)["text"])
+
+
+@pytest.fixture(scope="module", params=["wordpiece", "bpe"])
+def trained(request, texts):
+    """(kind, tokenizer) trained with a requested vocabulary of 400."""
+    return request.param, tokenizer.train_tokenizer(TokenizerConfig(kind=request.param, vocab_size=400), texts, MAX_LEN)
+
+
+@pytest.fixture(scope="module")
+def wordpiece(texts):
+    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=400), texts, MAX_LEN)
+
+
+def never_read():
+    """An iterator of texts that fails the test if a tokenizer is trained on it."""
+    raise AssertionError("texts were consumed although a tokenizer should have been reused")
+    yield  # pragma: no cover
+
+
+def ids_of(tok, texts):
+    return tok(texts)["input_ids"]
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_a_trained_tokenizer_has_the_requested_size_and_the_special_tokens(trained):
+    kind, tok = trained
+    assert 300 < len(tok) <= 400
+    vocab = tok.get_vocab()
+    specials = SPECIAL_TOKENS[kind]
+    assert all(s in vocab for s in specials)
+    assert sorted(vocab[s] for s in specials) == list(range(5))  # specials come first
+    assert tok.mask_token == specials[-1] and tok.mask_token_id == vocab[specials[-1]]
+    assert tok.is_fast and tok.model_max_length == MAX_LEN
+
+
+def test_encoding_frames_text_with_the_block_tokens_and_decodes_back(trained, texts):
+    kind, tok = trained
+    v = tokenizer.vocab_of(tok)
+    ids = tok(texts[0])["input_ids"]
+    assert ids[0] == v.cls_id and ids[-1] == v.sep_id
+    assert tok.unk_token_id not in ids  # the training corpus is fully covered
+    assert tok.decode(ids, skip_special_tokens=True).strip() == texts[0]
+
+
+def test_wordpiece_lowercases(wordpiece, texts):
+    assert wordpiece(texts[0].upper())["input_ids"] == wordpiece(texts[0])["input_ids"]
+
+
+@pytest.mark.parametrize("kind", [
+    "bpe",
+    pytest.param("wordpiece", marks=pytest.mark.xfail(
+        reason="BUG: tokenizer.py train_tokenizer: HF WordPieceTrainer is not deterministic "
+               "(huggingface/tokenizers#1794), so the same corpus and seed give other token ids", strict=True)),
+])
+def test_the_same_texts_train_the_same_tokenizer(texts, kind):
+    """A rerun of the same config must see the same token ids (reproducible runs, golden curves)."""
+    cfg = TokenizerConfig(kind=kind, vocab_size=400)
+    runs = [tokenizer.train_tokenizer(cfg, iter(texts), MAX_LEN) for _ in range(5)]
+    assert all(tok.get_vocab() == runs[0].get_vocab() for tok in runs[1:])
+    assert all(ids_of(tok, texts[:20]) == ids_of(runs[0], texts[:20]) for tok in runs[1:])
+
+
+# ---------------------------------------------------------------- the run's copy
+
+
+def test_prepare_saves_a_tokenizer_that_auto_tokenizer_loads_offline(tmp_path, texts):
+    cfg = TokenizerConfig(kind="bpe", vocab_size=400)
+    tok = tokenizer.prepare_tokenizer(cfg, iter(texts), tmp_path, MAX_LEN)
+    saved = tmp_path / "tokenizer"
+    assert (saved / "tokenizer.json").is_file()
+    loaded = AutoTokenizer.from_pretrained(str(saved), local_files_only=True)
+    assert loaded.is_fast and loaded.get_vocab() == tok.get_vocab()
+    sample = texts[:20] + ["unseen WORDS, 123 and émigré <mask> text"]
+    assert ids_of(loaded, sample) == ids_of(tok, sample)
+    assert loaded.mask_token_id == tok.mask_token_id and loaded.pad_token_id == tok.pad_token_id
+    assert tokenizer.vocab_of(loaded).special_ids == tokenizer.vocab_of(tok).special_ids
+
+
+def test_a_second_prepare_reuses_the_saved_tokenizer_without_reading_texts(tmp_path, texts):
+    first = tokenizer.prepare_tokenizer(TokenizerConfig(vocab_size=400), iter(texts), tmp_path, MAX_LEN)
+    # Even under another config: a resumed run must keep its token ids.
+    again = tokenizer.prepare_tokenizer(TokenizerConfig(kind="bpe", vocab_size=1000), never_read(), tmp_path, MAX_LEN)
+    assert again.get_vocab() == first.get_vocab()
+    assert ids_of(again, texts[:10]) == ids_of(first, texts[:10])
+
+
+def test_prepare_loads_a_configured_path_and_keeps_a_copy(tmp_path, wordpiece, texts):
+    source = tmp_path / "mine"
+    wordpiece.save_pretrained(str(source))
+    run_dir = tmp_path / "run"
+    tok = tokenizer.prepare_tokenizer(TokenizerConfig(path=str(source)), never_read(), run_dir, MAX_LEN)
+    assert ids_of(tok, texts[:10]) == ids_of(wordpiece, texts[:10])
+    copy = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"), local_files_only=True)
+    assert copy.get_vocab() == wordpiece.get_vocab()
+
+
+def test_prepare_falls_back_to_the_init_from_models_tokenizer(tmp_path, wordpiece, texts):
+    model_dir = tmp_path / "model"
+    wordpiece.save_pretrained(str(model_dir))
+    tok = tokenizer.prepare_tokenizer(TokenizerConfig(), never_read(), tmp_path / "run", MAX_LEN,
+                                      fallback_path=str(model_dir))
+    assert tok.get_vocab() == wordpiece.get_vocab()
+    # A fallback without a tokenizer is ignored: one is trained instead.
+    (tmp_path / "empty").mkdir()
+    trained = tokenizer.prepare_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), iter(texts),
+                                          tmp_path / "run2", MAX_LEN, fallback_path=str(tmp_path / "empty"))
+    assert "<mask>" in trained.get_vocab() and len(trained) <= 300
+
+
+def test_a_directory_without_a_tokenizer_is_a_config_error_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = TokenizerConfig(path=str(empty))  # the config only checks that the directory exists
+    with pytest.raises(ConfigError) as info:
+        tokenizer.prepare_tokenizer(cfg, never_read(), tmp_path / "run", MAX_LEN)
+    assert str(info.value).startswith(f"tokenizer.path={str(empty)!r}")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+# ---------------------------------------------------------------- Vocab facts
+
+
+def test_vocab_of_a_wordpiece_tokenizer(wordpiece):
+    v = tokenizer.vocab_of(wordpiece)
+    vocab = wordpiece.get_vocab()
+    assert v.size == len(wordpiece)
+    assert (v.cls_id, v.sep_id, v.pad_id, v.mask_id) == (vocab["[CLS]"], vocab["[SEP]"], vocab["[PAD]"], vocab["[MASK]"])
+    assert v.special_ids == tuple(sorted(vocab[s] for s in SPECIAL_TOKENS["wordpiece"]))
+    pieces = wordpiece.convert_ids_to_tokens(list(range(v.size)))
+    expected = np.array([p.startswith("##") for p in pieces])
+    assert expected.sum() > 50
+    np.testing.assert_array_equal(v.continues_word, expected)
+    assert v.continues_word.dtype == bool and v.continues_word.shape == (v.size,)
+
+
+def test_vocab_of_a_bpe_tokenizer_frames_blocks_with_s_and_slash_s(texts):
+    tok = tokenizer.train_tokenizer(TokenizerConfig(kind="bpe", vocab_size=400), texts, MAX_LEN)
+    v = tokenizer.vocab_of(tok)
+    vocab = tok.get_vocab()
+    assert (v.cls_id, v.sep_id, v.pad_id, v.mask_id) == (vocab["<s>"], vocab["</s>"], vocab["<pad>"], vocab["<mask>"])
+    assert v.special_ids == tuple(sorted(vocab[s] for s in SPECIAL_TOKENS["bpe"]))
+    # Byte-level BPE marks word starts with "Ġ": a piece without it continues a word.
+    pieces = tok.convert_ids_to_tokens(list(range(v.size)))
+    for i, piece in enumerate(pieces):
+        if i not in v.special_ids:
+            assert v.continues_word[i] == (not piece.startswith("\u0120")), piece
+    assert not v.continues_word[list(v.special_ids)].any()
