@@ -102,18 +102,20 @@ class ModelConfig:
 
     preset: Literal["tiny", "mini", "small", "base", "large"] = "tiny"
     """Size preset (see ``sslab.models.PRESETS``)."""
-    arch: Literal["bert", "roberta"] = "bert"
-    """Encoder family for masked objectives."""
+    arch: Literal["modernbert", "bert", "roberta"] = "modernbert"
+    """Encoder family: ``modernbert`` (Warner et al. 2024: rotary positions, pre-norm, GeGLU),
+    ``bert`` or ``roberta`` (learned absolute positions, post-norm)."""
     max_positions: int = 512
     """Maximum sequence length the position embeddings cover."""
-    dropout: float = 0.1
-    """Hidden and attention dropout."""
+    dropout: float | None = None
+    """Hidden and attention dropout; ``None``: the family's own (0 for ModernBERT, 0.1 otherwise)."""
     init_from: str | None = None
     """Continue pretraining from this local Hugging Face model directory."""
 
     def __post_init__(self):
         check(self.max_positions >= 8, "model.max_positions", self.max_positions, "an integer >= 8")
-        check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+        if self.dropout is not None:
+            check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
         if self.init_from is not None:
             check(Path(self.init_from).is_dir(), "model.init_from", self.init_from, "an existing local directory")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BertConfig, PretrainedConfig, RobertaConfig
+from transformers import AutoConfig, BertConfig, ModernBertConfig, PretrainedConfig, RobertaConfig
 
 from sslab.config import ModelConfig
 from sslab.errors import ConfigError
@@ -22,16 +22,24 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
 
 
-def encoder_config(cfg: ModelConfig, vocab_size: int, pad_id: int) -> PretrainedConfig:
-    """A BERT or RoBERTa config of preset size with SDPA attention."""
+def encoder_config(cfg: ModelConfig, vocab) -> PretrainedConfig:
+    """A ModernBERT, BERT or RoBERTa config of preset size with SDPA attention."""
     hidden, layers, heads, inter = PRESETS[cfg.preset]
+    common = dict(vocab_size=vocab.size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  pad_token_id=vocab.pad_id, attn_implementation="sdpa")
+    if cfg.arch == "modernbert":
+        drop = cfg.dropout or 0.0  # ModernBERT trains without dropout
+        # GeGLU has three matrices where BERT's MLP has two: 2/3 of the width keeps the parameters.
+        return ModernBertConfig(**common, intermediate_size=inter * 2 // 3, max_position_embeddings=cfg.max_positions,
+                                cls_token_id=vocab.cls_id, sep_token_id=vocab.sep_id, bos_token_id=vocab.cls_id,
+                                eos_token_id=vocab.sep_id, embedding_dropout=drop, attention_dropout=drop,
+                                mlp_dropout=drop)
+    drop = 0.1 if cfg.dropout is None else cfg.dropout
+    # RoBERTa offsets positions by padding_idx + 1, so it needs that many more position slots.
+    positions = cfg.max_positions + (vocab.pad_id + 1 if cfg.arch == "roberta" else 0)
     kind = BertConfig if cfg.arch == "bert" else RobertaConfig
-    # RoBERTa offsets positions by padding_idx + 1, so it needs two more position slots.
-    positions = cfg.max_positions + (pad_id + 1 if cfg.arch == "roberta" else 0)
-    return kind(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                intermediate_size=inter, max_position_embeddings=positions, pad_token_id=pad_id,
-                hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                attn_implementation="sdpa")
+    return kind(**common, intermediate_size=inter, max_position_embeddings=positions,
+                hidden_dropout_prob=drop, attention_probs_dropout_prob=drop)
 
 
 def from_pretrained(auto_cls, cfg: ModelConfig, vocab_size: int) -> torch.nn.Module:

@@ -21,7 +21,7 @@ from sslab import corpus, evaluation, pipeline, runs
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
-from sslab.errors import RunError, find_sslab_error
+from sslab.errors import RunError, find_sslab_error, first_worker_error
 from sslab.objectives import get as get_objective
 from sslab.train_loop import train_loop_per_worker
 
@@ -153,6 +153,13 @@ def load_probe(cfg: Config, val_docs, tok) -> dict | None:
     return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
 
 
+def fail_at_step() -> int | None:
+    """Fault injection for tests: ``SSLAB_FAIL_AT_STEP=N`` makes a fresh (not resumed) attempt
+    raise before step N, as a crashed worker would."""
+    value = os.environ.get("SSLAB_FAIL_AT_STEP")
+    return int(value) if value else None
+
+
 def fit(cfg: Config, run_dir: Path, data: RunData):
     """Build the epoch stream and run the ``TorchTrainer``; sslab errors surface unwrapped."""
     t, s = cfg.train, cfg.scaling
@@ -162,7 +169,8 @@ def fit(cfg: Config, run_dir: Path, data: RunData):
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
-                           "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks},
+                           "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
+                           "run_dir": str(run_dir), "fail_at_step": fail_at_step()},
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=use_gpu(cfg),
                                                resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=ray.train.RunConfig(
@@ -180,7 +188,7 @@ def fit(cfg: Config, run_dir: Path, data: RunData):
         ours = find_sslab_error(e)
         if ours is not None:
             raise ours from None
-        raise RunError(f"training failed: {str(e).strip().splitlines()[0]} "
+        raise RunError(f"training failed: {first_worker_error(e)} "
                        f"(rerun the same command to resume from the last checkpoint in {run_dir})") from e
 
 

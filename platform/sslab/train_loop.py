@@ -7,11 +7,12 @@ It does tensor work only: batches arrive already masked from Ray Data. One optim
 from __future__ import annotations
 
 import contextlib
+import json
 import itertools
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import ray.train
 import ray.train.torch
@@ -127,8 +128,11 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     peak = models.peak_flops(device)
     flops_tok = models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None
     progress = Progress(cfg.train.max_steps, counters.step, quiet=cfg.run.quiet or rank != 0)
+    fail_at = None if restored else loop_cfg.get("fail_at_step")
     model.train()
     while counters.step < cfg.train.max_steps:
+        if counters.step == fail_at:
+            raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
         torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
         loss, grad_norm, tokens = train_step(model, objective, optimizer, batches, cfg, amp)
         apply_or_skip(optimizer, scheduler, counters, loss, grad_norm, cfg)
@@ -164,6 +168,12 @@ def step_metrics(counters, loss, grad_norm, scheduler, progress, flops_tok, peak
     return metrics
 
 
+def append_history(run_dir: str, metrics: dict) -> None:
+    """Append one report to ``metrics.jsonl`` (after a resume a step may appear twice: last wins)."""
+    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
 def maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_shard, loop_cfg, cfg, progress):
     """Evaluate, checkpoint and report on the steps that call for it (all ranks the same steps)."""
     t, step = cfg.train, counters.step
@@ -176,6 +186,8 @@ def maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_
         model.train()
     progress.line(metrics)
     rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:
+        append_history(loop_cfg["run_dir"], metrics)
     if do_ckpt and rank0:
         with checkpoint.save(unwrap(model), optimizer, scheduler, asdict(counters)) as ckpt:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
