@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sys
 
-from sslab.errors import SslabError
+from sslab.errors import SslabError, find_sslab_error
 
 PRETRAIN_EXAMPLES = """examples:
   sslab pretrain --objective mlm --corpus synthetic --preset tiny --workers 2 --max-steps 300 --out runs/demo
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except SslabError as e:
-        print(f"sslab: error: {e}", file=sys.stderr)
+        message = str(find_sslab_error(e) or e).strip().splitlines()
+        print(f"sslab: error: {message[0] if message else type(e).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sslab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)

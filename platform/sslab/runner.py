@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ray
 import ray.train
+from ray.data.expressions import col
 from ray.train.torch import TorchTrainer
 
 from sslab import corpus, evaluation, pipeline, runs
@@ -66,7 +67,10 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     corpus.resolve_files(cfg.corpus)  # missing paths fail here, before Ray starts
     init_ray(cfg)
     check_resources(cfg)
-    data = prepare_data(cfg, run_dir)
+    try:
+        data = prepare_data(cfg, run_dir)
+    except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+        raise (find_sslab_error(e) or e) from None
     result = fit(cfg, run_dir, data)
     summary = finish(cfg, run_dir, data, result, time.time() - started)
     return RunResult(run_dir=run_dir, summary=summary, config=cfg)
@@ -149,7 +153,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
 def load_probe(cfg: Config, val_docs, tok) -> dict | None:
     if cfg.eval.probe_docs == 0:
         return None
-    rows = val_docs.filter(lambda r: r["label"] is not None).limit(cfg.eval.probe_docs).take_all()
+    rows = val_docs.filter(expr=col("label").is_not_null()).limit(cfg.eval.probe_docs).take_all()
     return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
 
 
