@@ -111,7 +111,7 @@ def check_resources(cfg: Config) -> None:
     if res.get("CPU", 0) < need_cpu:
         raise RunError(f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g} needs "
                        f"{need_cpu:g} CPUs but the Ray cluster has {res.get('CPU', 0):g}")
-    if s.use_gpu and res.get("GPU", 0) < s.num_workers:
+    if use_gpu(cfg) and res.get("GPU", 0) < s.num_workers:
         raise RunError(f"scaling.use_gpu=true with {s.num_workers} workers needs {s.num_workers} GPUs "
                        f"but the Ray cluster has {res.get('GPU', 0):g}")
 

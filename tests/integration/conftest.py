@@ -1,21 +1,10 @@
-"""One local Ray cluster for all integration tests, and a tokenizer trained once for them."""
+"""A tokenizer trained once for the integration tests, and the overrides of a small run."""
 from __future__ import annotations
 
-import logging
-
 import pytest
-import ray
 
 from sslab import synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    ray.init(num_cpus=4, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

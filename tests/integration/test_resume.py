@@ -51,6 +51,10 @@ def test_rerunning_a_crashed_run_resumes_after_its_last_checkpoint_with_identica
     assert got == expected  # bit for bit on CPU: same data, masks, dropout and optimizer state
     assert resumed.summary["metrics"]["eval_mlm_loss"] == uninterrupted.summary["metrics"]["eval_mlm_loss"]
 
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = sslab.pretrain(cfg)  # a finished run: nothing to train, the same model exported again
+    assert again.summary["steps"] == STEPS and (tmp_path / "run" / "metrics.jsonl").read_text() == lines
+
 
 def test_a_worker_failure_within_max_failures_restarts_from_the_checkpoint(overrides, uninterrupted,
                                                                            tmp_path, monkeypatch):

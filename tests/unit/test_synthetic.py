@@ -4,17 +4,9 @@ import math
 import re
 
 import pytest
-import ray
 
 from sslab import synthetic
 from sslab.config import SyntheticConfig
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +115,7 @@ def test_a_bag_of_words_probe_recovers_topics(corpus):
     assert accuracy > 0.9  # chance is 1 / 8
 
 
-def test_read_synthetic_is_the_generated_corpus(ray_local):
+def test_read_synthetic_is_the_generated_corpus(ray_cluster):
     cfg = SyntheticConfig(num_docs=300, seed=5)
     ds = synthetic.read_synthetic(cfg)
     rows = ds.take_all()

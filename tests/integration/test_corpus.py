@@ -12,13 +12,6 @@ from sslab.config import CorpusConfig, SyntheticConfig
 from sslab.errors import CorpusError, find_sslab_error
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def read(**kwargs) -> list[dict]:
     return corpus.read_documents(CorpusConfig(**kwargs)).take_all()
 
@@ -82,14 +75,14 @@ def test_resolve_format_goes_by_extension_and_refuses_a_mix():
 # ---------------------------------------------------------------- readers
 
 
-def test_text_file_gives_one_cleaned_document_per_line(ray_local, tmp_path):
+def test_text_file_gives_one_cleaned_document_per_line(ray_cluster, tmp_path):
     (tmp_path / "a.txt").write_text("  hello \t world \n\n   \nsecond\u00a0line\nab\n")
     rows = read(source=str(tmp_path / "a.txt"), min_chars=3)
     assert texts(rows) == ["hello world", "second line"]  # "ab" is shorter than min_chars
     assert all(r["label"] is None for r in rows) and set(rows[0]) == {"text", "label"}
 
 
-def test_directory_and_glob_read_every_file(ray_local, tmp_path):
+def test_directory_and_glob_read_every_file(ray_cluster, tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     (tmp_path / "sub" / "b.txt").write_text("three\n")
@@ -97,20 +90,20 @@ def test_directory_and_glob_read_every_file(ray_local, tmp_path):
     assert texts(read(source=str(tmp_path / "**" / "*.txt"))) == ["one", "three", "two"]
 
 
-def test_paragraph_split_joins_the_lines_of_a_paragraph(ray_local, tmp_path):
+def test_paragraph_split_joins_the_lines_of_a_paragraph(ray_cluster, tmp_path):
     (tmp_path / "a.txt").write_text("first line\nof one\n\n \nsecond paragraph\n\n\nthird\n")
     rows = read(source=str(tmp_path / "a.txt"), doc_split="paragraph")
     assert texts(rows) == ["first line of one", "second paragraph", "third"]
 
 
-def test_jsonl_reads_the_text_and_label_fields(ray_local, tmp_path):
+def test_jsonl_reads_the_text_and_label_fields(ray_cluster, tmp_path):
     lines = [{"body": "a  cat", "topic": 3}, {"body": "a dog", "topic": "pets"}, {"body": "no label"}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     rows = read(source=str(tmp_path / "d.jsonl"), text_field="body", label_field="topic")
     assert sorted((r["text"], r["label"] or "") for r in rows) == [("a cat", "3"), ("a dog", "pets"), ("no label", "")]
 
 
-def test_parquet_reads_the_named_columns(ray_local, tmp_path):
+def test_parquet_reads_the_named_columns(ray_cluster, tmp_path):
     table = pa.table({"body": ["x  y", "z", None], "topic": [1, 2, 3], "other": [0, 0, 0]})
     pq.write_table(table, tmp_path / "d.parquet")
     rows = read(source=str(tmp_path / "d.parquet"), text_field="body", label_field="topic")
@@ -118,12 +111,12 @@ def test_parquet_reads_the_named_columns(ray_local, tmp_path):
     assert set(rows[0]) == {"text", "label"}
 
 
-def test_synthetic_source_reads_the_built_in_corpus(ray_local):
+def test_synthetic_source_reads_the_built_in_corpus(ray_cluster):
     rows = read(source="synthetic", synthetic=SyntheticConfig(num_docs=40))
     assert len(rows) == 40 and all(r["label"].startswith("topic_") for r in rows)
 
 
-def test_undecodable_bytes_are_replaced_not_fatal(ray_local, tmp_path):
+def test_undecodable_bytes_are_replaced_not_fatal(ray_cluster, tmp_path):
     (tmp_path / "a.txt").write_bytes(b"good line\nbad \xff\xfe byte\n")
     assert texts(read(source=str(tmp_path / "a.txt"))) == ["bad \ufffd\ufffd byte", "good line"]
 
@@ -139,7 +132,7 @@ def test_decode_reports_only_bytes_it_replaced(caplog):
 # ---------------------------------------------------------------- malformed input
 
 
-def test_bad_json_line_names_file_and_line(ray_local, tmp_path):
+def test_bad_json_line_names_file_and_line(ray_cluster, tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
     ds = corpus.read_documents(CorpusConfig(source=str(tmp_path / "d.jsonl")))
     assert "d.jsonl:2: not valid JSON" in worker_error(ds)
@@ -151,13 +144,13 @@ def test_bad_json_line_names_file_and_line(ray_local, tmp_path):
     assert not ray.data.DataContext.get_current().raise_original_map_exception
 
 
-def test_missing_jsonl_field_names_file_line_and_field(ray_local, tmp_path):
+def test_missing_jsonl_field_names_file_line_and_field(ray_cluster, tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": "ok"}\n{"body": "x"}\n')
     ds = corpus.read_documents(CorpusConfig(source=str(tmp_path / "d.jsonl")))
     assert "d.jsonl:3: no string field 'text'" in worker_error(ds)
 
 
-def test_missing_parquet_column_names_column_and_file(ray_local, tmp_path):
+def test_missing_parquet_column_names_column_and_file(ray_cluster, tmp_path):
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "d.parquet")
     with pytest.raises(CorpusError, match=r"d\.parquet: no column 'text' \(columns: body\)"):
         corpus.read_documents(CorpusConfig(source=str(tmp_path / "d.parquet")))
@@ -168,7 +161,7 @@ def test_missing_parquet_column_names_column_and_file(ray_local, tmp_path):
         corpus.read_documents(CorpusConfig(source=str(tmp_path / "d.parquet")))
 
 
-def test_corpus_empty_after_cleaning_is_an_error(ray_local, tmp_path):
+def test_corpus_empty_after_cleaning_is_an_error(ray_cluster, tmp_path):
     (tmp_path / "a.txt").write_text("ab\n  \n\ncd\n")
     cfg = CorpusConfig(source=str(tmp_path / "a.txt"), min_chars=5)
     with pytest.raises(CorpusError, match="is empty after cleaning"):
@@ -179,7 +172,7 @@ def test_corpus_empty_after_cleaning_is_an_error(ray_local, tmp_path):
 # ---------------------------------------------------------------- train / validation split
 
 
-def test_split_is_deterministic_disjoint_and_near_val_fraction(ray_local, tmp_path):
+def test_split_is_deterministic_disjoint_and_near_val_fraction(ray_cluster, tmp_path):
     lines = [f"document number {i}" for i in range(3000)]
     (tmp_path / "a.txt").write_text("\n".join(lines[:1700]) + "\n")
     (tmp_path / "b.txt").write_text("\n".join(lines[1700:]) + "\n")
