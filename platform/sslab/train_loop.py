@@ -102,45 +102,68 @@ def quiet_ray_train_reports() -> None:
         pass
 
 
-def train_loop_per_worker(loop_cfg: dict) -> None:
-    """Ray Train entry point; ``loop_cfg`` holds the resolved config, vocab and probe set."""
+@dataclass
+class Worker:
+    """What one training worker holds between steps."""
+
+    cfg: config_mod.Config
+    loop_cfg: dict
+    objective: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    counters: Counters
+    progress: Progress
+    val_shard: object
+    world: int
+    flops_per_token: float | None
+    peak_flops: float | None
+
+
+def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
+    """Build (or restore) the model, optimizer and schedule; returns the worker and restored counters."""
     cfg = config_mod.build(loop_cfg["config"])
-    quiet_ray_train_reports()
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     objective = get_objective(cfg.objective.name)(cfg.objective, loop_cfg["vocab"])
-
     torch.manual_seed(cfg.train.seed)  # identical init everywhere; DDP also broadcasts rank 0's
     model = ray.train.torch.prepare_model(objective.build_model(cfg.model))
     optimizer = build_optimizer(model, cfg.train, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
-    counters = Counters()
     restored = checkpoint.restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
-    if restored:
-        counters = Counters(**restored)
+    counters = Counters(**restored) if restored else Counters()
+    peak = models.peak_flops(device)
+    quiet = cfg.run.quiet or ctx.get_world_rank() != 0
+    worker = Worker(cfg, loop_cfg, objective, model, optimizer, scheduler, counters,
+                    Progress(cfg.train.max_steps, counters.step, quiet=quiet), ray.train.get_dataset_shard("val"),
+                    ctx.get_world_size(), models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None,
+                    peak)
+    return worker, restored
 
+
+def train_loop_per_worker(loop_cfg: dict) -> None:
+    """Ray Train entry point; ``loop_cfg`` holds the resolved config, vocab and probe set."""
+    quiet_ray_train_reports()
+    w, restored = setup(loop_cfg)
+    cfg, counters = w.cfg, w.counters
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, skip=counters.step * cfg.train.grad_accum)
-    val_shard = ray.train.get_dataset_shard("val")
-    peak = models.peak_flops(device)
-    flops_tok = models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None
-    progress = Progress(cfg.train.max_steps, counters.step, quiet=cfg.run.quiet or rank != 0)
     fail_at = None if restored else loop_cfg.get("fail_at_step")
-    model.train()
+    w.model.train()
     while counters.step < cfg.train.max_steps:
         if counters.step == fail_at:
             raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
         torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
-        loss, grad_norm, tokens = train_step(model, objective, optimizer, batches, cfg, amp)
-        apply_or_skip(optimizer, scheduler, counters, loss, grad_norm, cfg)
+        loss, grad_norm, tokens = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
+        apply_or_skip(w.optimizer, w.scheduler, counters, loss, grad_norm, cfg)
         counters.step += 1
-        counters.tokens += tokens * world
-        progress.tick(tokens * world)
-        metrics = step_metrics(counters, loss, grad_norm, scheduler, progress, flops_tok, peak, world, loop_cfg)
-        maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_shard, loop_cfg, cfg, progress)
+        counters.tokens += tokens * w.world
+        w.progress.tick(tokens * w.world)
+        maybe_report(w, step_metrics(w, loss, grad_norm))
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
@@ -158,13 +181,14 @@ def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_no
     scheduler.step()
 
 
-def step_metrics(counters, loss, grad_norm, scheduler, progress, flops_tok, peak, world, loop_cfg) -> dict:
-    metrics = {"step": counters.step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-               "tokens": counters.tokens, "tokens_per_s": progress.tokens_per_s,
-               "epoch": counters.step * loop_cfg["blocks_per_step"] / loop_cfg["train_blocks"],
-               "nonfinite_steps": counters.nonfinite_total}
-    if peak:
-        metrics["mfu"] = progress.tokens_per_s * flops_tok / (peak * world)
+def step_metrics(w: Worker, loss: float, grad_norm: float) -> dict:
+    c = w.counters
+    metrics = {"step": c.step, "loss": loss, "lr": w.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s,
+               "epoch": c.step * w.loop_cfg["blocks_per_step"] / w.loop_cfg["train_blocks"],
+               "nonfinite_steps": c.nonfinite_total}
+    if w.peak_flops:
+        metrics["mfu"] = w.progress.tokens_per_s * w.flops_per_token / (w.peak_flops * w.world)
     return metrics
 
 
@@ -174,22 +198,22 @@ def append_history(run_dir: str, metrics: dict) -> None:
         f.write(json.dumps(metrics) + "\n")
 
 
-def maybe_report(model, objective, optimizer, scheduler, counters, metrics, val_shard, loop_cfg, cfg, progress):
+def maybe_report(w: Worker, metrics: dict) -> None:
     """Evaluate, checkpoint and report on the steps that call for it (all ranks the same steps)."""
-    t, step = cfg.train, counters.step
+    t, step = w.cfg.train, w.counters.step
     last = step == t.max_steps
     do_eval, do_ckpt = step % t.eval_every == 0 or last, step % t.checkpoint_every == 0 or last
     if not (do_eval or do_ckpt or step % t.log_every == 0):
         return
     if do_eval:
-        metrics.update(evaluate(model, objective, val_shard, loop_cfg.get("probe"), cfg))
-        model.train()
-    progress.line(metrics)
+        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.loop_cfg.get("probe"), w.cfg))
+        w.model.train()
+    w.progress.line(metrics)
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
-        append_history(loop_cfg["run_dir"], metrics)
+        append_history(w.loop_cfg["run_dir"], metrics)
     if do_ckpt and rank0:
-        with checkpoint.save(unwrap(model), optimizer, scheduler, asdict(counters)) as ckpt:
+        with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters)) as ckpt:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
     else:
         ray.train.report(metrics, checkpoint=None)
