@@ -144,9 +144,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
     log_every: int = 10
-    """Report metrics every this many steps."""
+    """Print the progress line and append to ``metrics.jsonl`` every this many steps (rank 0)."""
     eval_every: int = 100
-    """Run the fixed-protocol evaluation every this many steps (and at the end)."""
+    """Run the fixed-protocol evaluation and report to Ray (Tune) every this many steps (and at the end)."""
     checkpoint_every: int = 100
     """Save a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2

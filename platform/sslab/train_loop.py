@@ -199,7 +199,7 @@ def append_history(run_dir: str, metrics: dict) -> None:
 
 
 def maybe_report(w: Worker, metrics: dict) -> None:
-    """Evaluate, checkpoint and report on the steps that call for it (all ranks the same steps)."""
+    """Log, evaluate, checkpoint and report to Ray on the steps that call for each (all ranks alike)."""
     t, step = w.cfg.train, w.counters.step
     last = step == t.max_steps
     do_eval, do_ckpt = step % t.eval_every == 0 or last, step % t.checkpoint_every == 0 or last
@@ -212,6 +212,10 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
         append_history(w.loop_cfg["run_dir"], metrics)
+    if not (do_eval or do_ckpt):
+        # Logging alone skips Ray: a report is a barrier, and Train V2's controller drains each
+        # worker's one-slot result queue every 2 s, so frequent reports would stall the step.
+        return
     if do_ckpt and rank0:
         with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters)) as ckpt:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
