@@ -55,13 +55,6 @@ def from_pretrained(auto_cls, cfg: ModelConfig, vocab_size: int) -> torch.nn.Mod
     return auto_cls.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa")
 
 
-def max_positions(model: torch.nn.Module) -> int:
-    """Longest sequence the model's position embeddings allow."""
-    cfg = model.config
-    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 10**9
-    return n - (cfg.pad_token_id + 1 if getattr(cfg, "model_type", "") == "roberta" else 0)
-
-
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     """Training FLOPs per token: 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B)."""
     cfg = model.config
