@@ -59,7 +59,7 @@ def mask_tokens(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, p_mask: fl
     action = rng.uniform(t, stream=1)
     to_mask = selected & (action < p_mask)
     to_random = selected & (action >= p_mask) & (action < p_mask + p_random)
-    normal = np.setdiff1d(np.arange(vocab.size), vocab.special_ids)
+    normal = vocab.normal_ids
     inputs = ids.copy()
     inputs[to_mask] = vocab.mask_id
     inputs[to_random] = normal[rng.integers(0, len(normal), t, stream=2)[to_random]]

@@ -6,6 +6,7 @@ so token ids never change under a resumed run.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ class Vocab:
     special_ids: tuple[int, ...]
     continues_word: np.ndarray
     """Boolean per id: the token continues the word of the token before it."""
+
+    @functools.cached_property
+    def normal_ids(self) -> np.ndarray:
+        """Ids of every non-special token (what a random replacement draws from)."""
+        return np.setdiff1d(np.arange(self.size), self.special_ids)
 
 
 def _build(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Trainer]:
