@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sslab.tokenizer import Vocab
 
 Batch = dict[str, np.ndarray]
+Unit = Literal["packed", "sentences", "pairs"]
 
 # ---------------------------------------------------------------- per-row randomness
 
@@ -63,6 +64,29 @@ class RowRandom:
         return low + (self.uniform(n, stream) * (high - low)).astype(np.int64)
 
 
+# ---------------------------------------------------------------- segments
+
+
+def frame(vocab: Vocab, seq_len: int, *segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``[CLS] s1 [SEP] s2 [SEP] …`` as (rows, seq_len) int64 ids, right-padded with the pad id.
+
+    Each segment is ``(ids, lengths)``: padded ids of shape (rows, width) and the real length
+    of each row. Vectorised: a stable sort moves every row's real tokens to its front.
+    """
+    n = len(segments[0][0])
+    one = np.ones((n, 1), dtype=bool)
+    parts, real = [np.full((n, 1), vocab.cls_id)], [one]
+    for ids, lengths in segments:
+        parts += [ids, np.full((n, 1), vocab.sep_id)]
+        real += [np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None], one]
+    ids, real = np.concatenate(parts, axis=1).astype(np.int64), np.concatenate(real, axis=1)
+    order = np.argsort(~real, axis=1, kind="stable")
+    ids = np.where(np.take_along_axis(real, order, axis=1), np.take_along_axis(ids, order, axis=1), vocab.pad_id)
+    if ids.shape[1] < seq_len:
+        ids = np.pad(ids, ((0, 0), (0, seq_len - ids.shape[1])), constant_values=vocab.pad_id)
+    return ids[:, :seq_len]
+
+
 # ---------------------------------------------------------------- the interface
 
 
@@ -71,8 +95,15 @@ class Objective(abc.ABC):
 
     name: ClassVar[str]
     """Registry name, used in configs (``objective.name``) and on the command line."""
-    unit: ClassVar[Literal["packed", "sentences", "pairs"]]
+    unit: ClassVar[Unit]
     """Kind of example it trains on: packed blocks, single sentences, or segment pairs."""
+    units: ClassVar[tuple[Unit, ...]] = ()
+    """Further units it can work on inside a mixture (MLM masks pairs and sentences too)."""
+    backbone: ClassVar[str]
+    """The model family it trains (``encoder``, ``decoder``, ``electra``, ``t5``, ``bart``);
+    only objectives with the same backbone can be mixed."""
+    aux_weight: ClassVar[float] = 1.0
+    """Default weight of its loss when it is not the first part of a mixture."""
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     """Its hyperparameters, a kw-only dataclass validated on construction."""
     metrics: ClassVar[tuple[str, ...]] = ()
@@ -82,6 +113,11 @@ class Objective(abc.ABC):
     def __init__(self, cfg: ObjectiveConfig, vocab: Vocab):
         self.cfg = cfg
         self.vocab = vocab
+
+    @classmethod
+    def extra_tokens(cls, cfg: ObjectiveConfig) -> list[str]:
+        """Special tokens the objective adds to the tokenizer (T5's sentinels); none by default."""
+        return []
 
     @abc.abstractmethod
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:

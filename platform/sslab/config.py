@@ -181,6 +181,8 @@ class EvalConfig:
 
     mask_ratio: float = 0.15
     """Masking ratio of the masked-token evaluation, whatever the training ratio."""
+    mean_span: float = 3.0
+    """Mean corrupted-span length of the span-corruption and infilling evaluations."""
     seed: int = 1234
     """Seed of the evaluation masks."""
     max_blocks: int = 512
@@ -190,6 +192,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check_fraction("eval.mask_ratio", self.mask_ratio)
+        check(self.mean_span >= 1, "eval.mean_span", self.mean_span, "a number >= 1")
         check(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
         check(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
         check(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")

@@ -8,6 +8,7 @@ new mask each epoch, the same one on a resume, and none shared between rows or w
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -22,16 +23,84 @@ TOKENIZE_BATCH = 1024  # documents per map_batches call; packing leftovers are d
 CORRUPT_BATCH = 256  # blocks per corruption call
 
 
-class Tokenize:
-    """Callable class for ``map_batches``: the tokenizer loads once per Ray Data actor."""
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
-    def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int):
+
+class Tokenize:
+    """Callable class for ``map_batches``: the tokenizer loads once per Ray Data actor.
+
+    ``unit`` picks what a row is: a packed block (``packed``), or a segment and the segment
+    after it in the same document (``pairs``; ``sentences`` keeps a last segment with no partner).
+    """
+
+    def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int, pad_id: int = 0,
+                 unit: str = "packed"):
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.seq_len, self.cls_id, self.sep_id = seq_len, cls_id, sep_id
+        self.seq_len, self.cls_id, self.sep_id, self.pad_id, self.unit = seq_len, cls_id, sep_id, pad_id, unit
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        encodings = self.tokenizer.encode_batch_fast(list(batch["text"]), add_special_tokens=False)
-        return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id)
+        texts = list(batch["text"])
+        if self.unit == "packed":
+            encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id)
+        sentences = [SENTENCE_BREAK.split(t) for t in texts]
+        flat = self.tokenizer.encode_batch_fast([s for doc in sentences for s in doc], add_special_tokens=False)
+        ends = np.cumsum([len(doc) for doc in sentences])
+        docs = [[e.ids for e in flat[end - len(doc): end]] for doc, end in zip(sentences, ends)]
+        seg_len = segment_length(self.unit, self.seq_len)
+        return segment_pairs(docs, seg_len, self.pad_id, last_alone=self.unit == "sentences")
+
+
+def segment_length(unit: str, seq_len: int) -> int:
+    """Tokens per segment: two segments and three special tokens fit a pair, one and two a sentence."""
+    return (seq_len - 3) // 2 if unit == "pairs" else seq_len - 2
+
+
+def chunks(sentences: list[list[int]], seg_len: int) -> list[list[int]]:
+    """Consecutive sentences grouped greedily into segments of at most ``seg_len`` tokens."""
+    out, current = [], []
+    for sentence in sentences:
+        for i in range(0, max(len(sentence), 1), seg_len):  # a sentence longer than a segment is cut
+            piece = sentence[i:i + seg_len]
+            if current and len(current) + len(piece) > seg_len:
+                out.append(current)
+                current = []
+            current = current + piece
+    return [c for c in out + [current] if c]
+
+
+def segment_pairs(docs: list[list[list[int]]], seg_len: int, pad_id: int, last_alone: bool = False) -> pa.Table:
+    """Rows of (segment ``a``, the next segment ``b`` of the same document), padded to ``seg_len``.
+
+    With ``last_alone`` a document's last segment (or only one) is a row too, with an empty
+    ``b``. ``doc`` identifies the document (NSP must not draw its "random" segment from it).
+    """
+    a, b, doc = [], [], []
+    for sentences in docs:
+        segs = chunks(sentences, seg_len)
+        n = len(segs) if last_alone else len(segs) - 1
+        a += segs[:n]
+        b += (segs[1:] + [[]])[:n]
+        doc += [hash_ids(segs[0])] * max(n, 0)
+    a_ids, a_len = padded(a, seg_len, pad_id)
+    b_ids, b_len = padded(b, seg_len, pad_id)
+    row_id = content_hash(np.concatenate([a_ids, b_ids], axis=1)) if a else np.zeros(0, dtype=np.uint64)
+    return pa.table({"a": ArrowTensorArray.from_numpy(a_ids), "a_len": pa.array(a_len),
+                     "b": ArrowTensorArray.from_numpy(b_ids), "b_len": pa.array(b_len),
+                     "doc": pa.array(np.asarray(doc, dtype=np.uint64)), "row_id": pa.array(row_id)})
+
+
+def padded(seqs: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, width) int32 ids padded with ``pad_id``, and each row's length."""
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs))
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = s
+    return ids, lengths
+
+
+def hash_ids(ids: list[int]) -> int:
+    return int(content_hash(np.asarray([ids or [0]], dtype=np.int64))[0])
 
 
 def pack(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int) -> pa.Table:
@@ -64,11 +133,12 @@ def content_hash(blocks: np.ndarray) -> np.ndarray:
     return h
 
 
-def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab) -> ray.data.Dataset:
-    """Documents → packed blocks of ``train.seq_len`` token ids (with ``row_id``)."""
+def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab, unit: str = "packed") -> ray.data.Dataset:
+    """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``)."""
     return docs.map_batches(
         Tokenize, fn_constructor_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len,
-                                             cls_id=vocab.cls_id, sep_id=vocab.sep_id),
+                                             cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id,
+                                             unit=unit),
         batch_size=TOKENIZE_BATCH, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
         zero_copy_batch=True)
 

@@ -42,6 +42,10 @@ class Vocab:
     special_ids: tuple[int, ...]
     continues_word: np.ndarray
     """Boolean per id: the token continues the word of the token before it."""
+    sentence_end: np.ndarray | None = None
+    """Boolean per id: the token ends a sentence (``.``, ``!``, ``?``)."""
+    extra_ids: tuple[int, ...] = ()
+    """Ids of the objective's extra tokens (:meth:`Objective.extra_tokens`), in their order."""
 
     @functools.cached_property
     def normal_ids(self) -> np.ndarray:
@@ -109,8 +113,16 @@ def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path,
     return tok
 
 
-def vocab_of(tok: PreTrainedTokenizerFast) -> Vocab:
-    """The :class:`Vocab` facts of a fast tokenizer."""
+def add_tokens(tok: PreTrainedTokenizerFast, tokens: list[str], run_dir: Path) -> None:
+    """Add an objective's special tokens (a no-op when the run's tokenizer already has them)."""
+    missing = [t for t in tokens if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        tok.save_pretrained(str(run_dir / "tokenizer"))
+
+
+def vocab_of(tok: PreTrainedTokenizerFast, extra_tokens: list[str] = ()) -> Vocab:
+    """The :class:`Vocab` facts of a fast tokenizer; ``extra_tokens`` must be in it already."""
     cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
     sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
     if cls_id is None or sep_id is None:
@@ -122,7 +134,11 @@ def vocab_of(tok: PreTrainedTokenizerFast) -> Vocab:
     for token, idx in tok.get_vocab().items():
         # WordPiece marks continuations with "##"; byte-level BPE marks word starts with "Ġ".
         continues[idx] = token.startswith("##") if wordpiece else not token.startswith("\u0120")
-    specials = tuple(sorted(set(tok.all_special_ids)))
+    extra_ids = tuple(tok.convert_tokens_to_ids(list(extra_tokens)))
+    specials = tuple(sorted(set(tok.all_special_ids) | set(extra_ids)))
     continues[list(specials)] = False
+    ends = np.zeros(size, dtype=bool)
+    for token, idx in tok.get_vocab().items():
+        ends[idx] = token.lstrip("\u0120") in (".", "!", "?")
     return Vocab(size=size, pad_id=pad_id, mask_id=tok.mask_token_id, cls_id=cls_id, sep_id=sep_id,
-                 special_ids=specials, continues_word=continues)
+                 special_ids=specials, continues_word=continues, sentence_end=ends, extra_ids=extra_ids)
