@@ -50,6 +50,12 @@ class RowRandom:
         base = splitmix64(splitmix64(np.uint64(seed)) ^ np.uint64(epoch))
         self.keys = splitmix64(base ^ np.asarray(row_ids, dtype=np.uint64))
 
+    def fork(self, k: int) -> RowRandom:
+        """An independent generator for the same rows (one per part of a mixture)."""
+        child = object.__new__(RowRandom)
+        child.keys = splitmix64(self.keys ^ splitmix64(splitmix64(np.uint64(k)) ^ _GOLDEN))
+        return child
+
     def bits(self, n: int, stream: int = 0) -> np.ndarray:
         """uint64 array of shape (rows, n)."""
         cols = splitmix64(np.arange(n, dtype=np.uint64) + np.uint64(stream << 32))
@@ -62,6 +68,13 @@ class RowRandom:
     def integers(self, low: int, high: int, n: int, stream: int = 0) -> np.ndarray:
         """Integers in [low, high) of shape (rows, n)."""
         return low + (self.uniform(n, stream) * (high - low)).astype(np.int64)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------- segments
@@ -99,6 +112,8 @@ class Objective(abc.ABC):
     """Kind of example it trains on: packed blocks, single sentences, or segment pairs."""
     units: ClassVar[tuple[Unit, ...]] = ()
     """Further units it can work on inside a mixture (MLM masks pairs and sentences too)."""
+    eval_unit: ClassVar[str | None] = None
+    """Unit of the validation rows when it differs (SimCSE retrieves a document's other half)."""
     backbone: ClassVar[str]
     """The model family it trains (``encoder``, ``decoder``, ``electra``, ``t5``, ``bart``);
     only objectives with the same backbone can be mixed."""
@@ -173,7 +188,11 @@ def register(cls: type[Objective]) -> type[Objective]:
 
 
 def get(name: str) -> type[Objective]:
-    """The objective class registered as ``name``."""
+    """The objective class registered as ``name``, or the mixture ``a+b`` of registered ones."""
+    if "+" in name:
+        from sslab.objectives.mixture import compose  # late: mixture builds on this module
+
+        return compose(name)
     try:
         return _REGISTRY[name]
     except KeyError:

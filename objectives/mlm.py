@@ -6,11 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForMaskedLM
-
-from sslab import models
-from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
-from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.config import EvalConfig, ObjectiveConfig, check, check_fraction
+from sslab.errors import ConfigError
+from sslab.objectives.base import Batch, RowRandom, register
+from sslab.objectives.encoder import EncoderObjective
 
 IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
 
@@ -68,19 +67,21 @@ def mask_tokens(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, p_mask: fl
 
 
 @register
-class MLM(Objective):
+class MLM(EncoderObjective):
     """Predict masked tokens from both sides' context."""
 
     name = "mlm"
     unit = "packed"
+    units = ("pairs", "sentences")  # in a mixture it masks the input nsp, sop or simcse builds
     Config = MLMConfig
-    metrics = ("eval_mlm_loss", "eval_mlm_acc", "probe_acc")
+    metrics = ("eval_mlm_loss", "eval_mlm_acc", "eval_unigram_acc", "probe_acc")
     paper = "BERT (Devlin et al. 2019); RoBERTa dynamic masking (Liu et al. 2019)"
+    lm_head = True
+    aux_weight = 0.1  # SimCSE's MLM auxiliary weight (Gao et al. 2021, appendix)
 
     def __init__(self, cfg: MLMConfig, vocab):
         super().__init__(cfg, vocab)
         if vocab.mask_id is None:
-            from sslab.errors import ConfigError
             raise ConfigError("objective.name='mlm' needs a tokenizer with a mask token; this one has none")
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
@@ -91,20 +92,15 @@ class MLM(Objective):
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
         return mask_tokens(batch["input_ids"], rng, self.vocab, protocol.mask_ratio, 0.8, 0.1)
 
-    def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
-        if model_cfg.init_from:
-            return models.from_pretrained(AutoModelForMaskedLM, model_cfg, self.vocab.size)
-        return AutoModelForMaskedLM.from_config(models.encoder_config(model_cfg, self.vocab))
-
-    def loss(self, model, batch):
-        out = model(input_ids=batch["input_ids"], labels=batch["labels"])
-        return out.loss, {}
-
-    def eval_sums(self, model, batch):
+    def part_loss(self, net, outs, batch):
         labels = batch["labels"]
-        logits = model(input_ids=batch["input_ids"]).logits
         scored = labels != IGNORE
-        logits, targets = logits[scored].float(), labels[scored]
+        return F.cross_entropy(outs[0].logits[scored].float(), labels[scored]), {}
+
+    def part_sums(self, net, outs, batch):
+        labels = batch["labels"]
+        scored = labels != IGNORE
+        logits, targets = outs[0].logits[scored].float(), labels[scored]
         return {
             "nll": F.cross_entropy(logits, targets, reduction="sum"),
             "correct": (logits.argmax(-1) == targets).sum().float(),
@@ -115,14 +111,12 @@ class MLM(Objective):
 
     def eval_metrics(self, sums):
         count = max(float(sums["count"]), 1.0)
-        p = sums["target_hist"][sums["target_hist"] > 0] / count
-        return {
-            "eval_mlm_loss": float(sums["nll"]) / count,
-            "eval_mlm_acc": float(sums["correct"]) / count,
-            # The best a context-blind model could do on these very targets.
-            "eval_unigram_loss": float(-(p * np.log(p)).sum()),
-            "eval_unigram_acc": float(p.max()) if p.size else 0.0,
-        }
+        return {"eval_mlm_loss": float(sums["nll"]) / count, "eval_mlm_acc": float(sums["correct"]) / count,
+                **unigram_baseline(sums["target_hist"])}
 
-    def encoder(self, model):
-        return model.base_model
+
+def unigram_baseline(target_hist: np.ndarray) -> dict[str, float]:
+    """The best a context-blind model does on these very targets: their entropy and mode share."""
+    total = max(float(target_hist.sum()), 1.0)
+    p = target_hist[target_hist > 0] / total
+    return {"eval_unigram_loss": float(-(p * np.log(p)).sum()), "eval_unigram_acc": float(p.max()) if p.size else 0.0}

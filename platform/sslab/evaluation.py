@@ -16,14 +16,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from sslab.objectives.base import unwrap
+
 PROBE_BATCH = 64
 
 
 @torch.no_grad()
 def evaluate(model, objective, val_shard, probe: dict | None, cfg) -> dict[str, float]:
     """The objective's fixed-protocol metrics, plus ``probe_acc`` when a probe set is given."""
-    from sslab.train_loop import unwrap
-
     net = unwrap(model)
     net.eval()
     device = ray.train.torch.get_device()

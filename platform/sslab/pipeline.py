@@ -29,8 +29,9 @@ SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 class Tokenize:
     """Callable class for ``map_batches``: the tokenizer loads once per Ray Data actor.
 
-    ``unit`` picks what a row is: a packed block (``packed``), or a segment and the segment
-    after it in the same document (``pairs``; ``sentences`` keeps a last segment with no partner).
+    ``unit`` picks what a row is: a packed block (``packed``), a segment and the segment after
+    it in the same document (``pairs``), a sentence and the next one (``sentences``, where a
+    last sentence has no partner), or a document's first and second half (``halves``).
     """
 
     def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int, pad_id: int = 0,
@@ -48,21 +49,24 @@ class Tokenize:
         ends = np.cumsum([len(doc) for doc in sentences])
         docs = [[e.ids for e in flat[end - len(doc): end]] for doc, end in zip(sentences, ends)]
         seg_len = segment_length(self.unit, self.seq_len)
+        if self.unit == "halves":  # each document's first and second half: retrieval pairs
+            docs = [[sum(d[:len(d) // 2], []), sum(d[len(d) // 2:], [])] for d in docs]
         return segment_pairs(docs, seg_len, self.pad_id, last_alone=self.unit == "sentences")
 
 
 def segment_length(unit: str, seq_len: int) -> int:
     """Tokens per segment: two segments and three special tokens fit a pair, one and two a sentence."""
-    return (seq_len - 3) // 2 if unit == "pairs" else seq_len - 2
+    return (seq_len - 3) // 2 if unit == "pairs" else seq_len - 2  # halves are framed one at a time
 
 
-def chunks(sentences: list[list[int]], seg_len: int) -> list[list[int]]:
-    """Consecutive sentences grouped greedily into segments of at most ``seg_len`` tokens."""
+def chunks(sentences: list[list[int]], seg_len: int, merge: bool = True) -> list[list[int]]:
+    """Consecutive sentences grouped greedily into segments of at most ``seg_len`` tokens
+    (or, without ``merge``, one segment per sentence)."""
     out, current = [], []
     for sentence in sentences:
         for i in range(0, max(len(sentence), 1), seg_len):  # a sentence longer than a segment is cut
             piece = sentence[i:i + seg_len]
-            if current and len(current) + len(piece) > seg_len:
+            if current and (not merge or len(current) + len(piece) > seg_len):
                 out.append(current)
                 current = []
             current = current + piece
@@ -72,12 +76,14 @@ def chunks(sentences: list[list[int]], seg_len: int) -> list[list[int]]:
 def segment_pairs(docs: list[list[list[int]]], seg_len: int, pad_id: int, last_alone: bool = False) -> pa.Table:
     """Rows of (segment ``a``, the next segment ``b`` of the same document), padded to ``seg_len``.
 
-    With ``last_alone`` a document's last segment (or only one) is a row too, with an empty
-    ``b``. ``doc`` identifies the document (NSP must not draw its "random" segment from it).
+    Pairs (``last_alone`` off) group sentences into segments that fill ``seg_len``, as BERT
+    does. Sentences (``last_alone`` on) keep one sentence per segment, as SimCSE trains on,
+    and a document's last sentence (or only one) is a row too, with an empty ``b``. ``doc``
+    identifies the document (NSP must not draw its "random" segment from it).
     """
     a, b, doc = [], [], []
     for sentences in docs:
-        segs = chunks(sentences, seg_len)
+        segs = chunks(sentences, seg_len, merge=not last_alone)
         n = len(segs) if last_alone else len(segs) - 1
         a += segs[:n]
         b += (segs[1:] + [[]])[:n]

@@ -34,8 +34,10 @@ class Progress:
         self.train_seconds += self.last_tick - self.window_start
         if not self.quiet:
             per_step = self.train_seconds / max(1, self.session_steps)
+            # The objective's parts (gen_loss, nsp_loss …), then the fixed-protocol metrics.
             extra = "".join(f" | {k.removeprefix('eval_')} {v:.4g}" for k, v in metrics.items()
-                            if k.startswith(("eval_", "probe_")) and isinstance(v, float))
+                            if (k.startswith(("eval_", "probe_")) or k.endswith(("_loss", "_acc")))
+                            and isinstance(v, float))
             print(f"[sslab] step {self.step}/{self.total} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} "
                   f"| {self.tokens_per_s / 1e3:.1f}k tok/s{extra} | eta {fmt_duration(per_step * (self.total - self.step))}",
                   file=sys.__stdout__, flush=True)  # past Ray Train's print-to-logger patch

@@ -130,24 +130,36 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
     tok = tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample_texts(train_docs, cfg.tokenizer.sample_docs),
                                            run_dir, cfg.model.max_positions, fallback_path=cfg.model.init_from)
-    vocab = tokenizers_mod.vocab_of(tok)
-    objective = get_objective(cfg.objective.name)(cfg.objective, vocab)
+    objective_cls = get_objective(cfg.objective.name)
+    extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
+    tokenizers_mod.add_tokens(tok, extra, run_dir)
+    vocab = tokenizers_mod.vocab_of(tok, extra)
+    objective = objective_cls(cfg.objective, vocab)
     tok_json = tok.backend_tokenizer.to_str()
-    train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab)
+    train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit)
     if cfg.train.materialize:
         train_blocks = train_blocks.materialize()
     num_train = train_blocks.count()
     if num_train == 0:
         corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
-        raise RunError(f"corpus {cfg.corpus.source!r} is too small: no block of train.seq_len="
-                       f"{cfg.train.seq_len} tokens; add text or lower train.seq_len")
-    val_blocks = pipeline.eval_blocks(pipeline.tokenize(val_docs, tok_json, cfg, vocab), objective, cfg.eval)
+        raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(objective.unit, cfg.train.seq_len)}")
+    val_docs_units = pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)
+    val_blocks = pipeline.eval_blocks(val_docs_units, objective, cfg.eval)
     num_val = val_blocks.count()
     if num_val < cfg.scaling.num_workers:
-        raise RunError(f"the validation split holds {num_val} blocks of {cfg.train.seq_len} tokens, fewer than the "
+        raise RunError(f"the validation split holds {num_val} {objective.unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
     probe = load_probe(cfg, val_docs, tok)
     return RunData(tok, objective, train_blocks, val_blocks, num_train, num_val, probe)
+
+
+def too_small(unit: str, seq_len: int) -> str:
+    if unit == "packed":
+        return f"no block of train.seq_len={seq_len} tokens; add text or lower train.seq_len"
+    if unit == "pairs":
+        return ("no document has two segments to pair; sop and nsp need documents of several sentences "
+                "(see corpus.doc_split)")
+    return "no sentence to train on; add text"
 
 
 def load_probe(cfg: Config, val_docs, tok) -> dict | None:

@@ -23,7 +23,7 @@ from sslab import checkpoint, config as config_mod, models
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
 from sslab.objectives import get as get_objective
-from sslab.objectives.base import splitmix64
+from sslab.objectives.base import splitmix64, unwrap
 from sslab.progress import Progress
 
 
@@ -35,10 +35,6 @@ class Counters:
     tokens: int = 0
     nonfinite_total: int = 0
     nonfinite_run: int = 0
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def build_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
@@ -73,9 +69,13 @@ def micro_batches(shard, cfg, skip: int):
     return itertools.islice(batches, skip, None)
 
 
-def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, tokens)."""
-    accum, loss_sum, tokens = cfg.train.grad_accum, 0.0, 0
+def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, float, int, dict[str, float]]:
+    """One optimizer step over ``grad_accum`` micro-batches.
+
+    Returns the loss, the gradient norm, the tokens seen, and the objective's own logged
+    values (each part of a mixture, ELECTRA's generator and discriminator) averaged over them.
+    """
+    accum, loss_sum, tokens, logs = cfg.train.grad_accum, 0.0, 0, {}
     for i in range(accum):
         try:
             batch = next(batches)
@@ -84,13 +84,15 @@ def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, f
         sync = contextlib.nullcontext() if i == accum - 1 or not isinstance(model, DistributedDataParallel) \
             else model.no_sync()
         with sync, amp:
-            loss, _ = objective.loss(model, batch)
+            loss, parts = objective.loss(model, batch)
             (loss / accum).backward()
         loss_sum += loss.detach()
+        for k, v in parts.items():
+            logs[k] = logs.get(k, 0.0) + v.detach().float()
         tokens += batch["input_ids"].numel()
     clip = cfg.train.grad_clip or float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    return float(loss_sum) / accum, float(grad_norm), tokens
+    return float(loss_sum) / accum, float(grad_norm), tokens, {k: float(v) / accum for k, v in logs.items()}
 
 
 def quiet_ray_train_reports() -> None:
@@ -158,12 +160,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         if counters.step == fail_at:
             raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
         torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
-        loss, grad_norm, tokens = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
+        loss, grad_norm, tokens, logs = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
         apply_or_skip(w.optimizer, w.scheduler, counters, loss, grad_norm, cfg)
         counters.step += 1
         counters.tokens += tokens * w.world
         w.progress.tick(tokens * w.world)
-        maybe_report(w, step_metrics(w, loss, grad_norm))
+        maybe_report(w, {**step_metrics(w, loss, grad_norm), **logs})
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:

@@ -56,14 +56,14 @@ class Setup:
         self.vocab = tokenizer.vocab_of(self.tok, extra)
         self.objective = cls(self.cfg.objective, self.vocab)
         n_val = num_docs // 10
-        self.train = self.units(texts[n_val:])
-        self.val = self.units(texts[:n_val])
+        self.train = self.units(texts[n_val:], self.objective.unit)
+        self.val = self.units(texts[:n_val], self.objective.eval_unit or self.objective.unit)
         self.probe = evaluation.probe_set(texts[:n_val][:400], labels[:n_val][:400], self.tok, self.cfg.train.seq_len)
 
-    def units(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def units(self, texts: list[str], unit: str) -> dict[str, np.ndarray]:
         v = self.vocab
         tokenize = pipeline.Tokenize(self.tok.backend_tokenizer.to_str(), self.cfg.train.seq_len, v.cls_id, v.sep_id,
-                                     v.pad_id, unit=self.objective.unit)
+                                     v.pad_id, unit=unit)
         return numpy_rows(tokenize({"text": np.asarray(texts, dtype=object)}))
 
     def model(self) -> torch.nn.Module:
@@ -101,7 +101,7 @@ class Setup:
             start = (step * size) % (rows - size)
             epoch = (step * size) // (rows - size)
             batch = pipeline.corrupt(take(self.train, slice(start, start + size)), self.objective, cfg.train.seed, epoch)
-            loss, norm, _ = train_step(model, self.objective, optimizer, iter([to_torch(batch)]), cfg,
+            loss, norm, _, _ = train_step(model, self.objective, optimizer, iter([to_torch(batch)]), cfg,
                                        contextlib.nullcontext())
             apply_or_skip(optimizer, scheduler, counters, loss, norm, cfg)
             losses.append(loss)

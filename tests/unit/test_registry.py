@@ -9,7 +9,7 @@ from sslab.errors import ConfigError
 from sslab.objectives import base
 
 # Every registered objective. Adding an objective file means adding its name here.
-EXPECTED_OBJECTIVES = ["mlm"]
+EXPECTED_OBJECTIVES = ["clm", "denoise", "electra", "mlm", "nsp", "simcse", "sop", "span"]
 
 
 @pytest.fixture

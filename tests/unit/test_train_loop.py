@@ -61,7 +61,7 @@ def test_the_step_clips_the_global_gradient_norm_and_reports_the_norm_before_cli
     torch.manual_seed(0)
     model = obj.build_model(cfg.model)
     optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
-    loss, norm, tokens = train_step(model, obj, optimizer, iter([batch(vocab, 4, seed=2)]), cfg,
+    loss, norm, tokens, _ = train_step(model, obj, optimizer, iter([batch(vocab, 4, seed=2)]), cfg,
                                     contextlib.nullcontext())
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     assert norm > 0.01 and clipped == pytest.approx(0.01, rel=1e-3)
@@ -120,7 +120,7 @@ def test_the_schedule_warms_up_linearly_then_decays_to_min_lr(schedule):
 def test_init_from_continues_from_a_saved_model_and_refuses_a_too_small_vocabulary(vocab, tmp_path):
     cfg, obj = mlm(vocab)
     model = obj.build_model(cfg.model)
-    model.save_pretrained(tmp_path / "m")
+    obj.export(model, str(tmp_path / "m"))
     loaded = obj.build_model(ModelConfig(init_from=str(tmp_path / "m")))
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name

@@ -1,0 +1,245 @@
+"""BART denoising (Lewis et al. 2020): text infilling, optional sentence permutation, and a
+sequence-to-sequence model that reconstructs the whole original block.
+
+Text infilling draws span lengths from Poisson(λ) until they cover ``mask_ratio`` of the body,
+places them at random without overlap, and replaces each span by ONE mask token, so the model
+must also work out how many tokens a mask stands for; a zero-length span inserts a mask.
+Everything is vectorised over the rows of a batch, on :class:`RowRandom` draws.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration
+
+from sslab import models
+from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
+from sslab.errors import ConfigError
+from sslab.objectives.base import Batch, Objective, RowRandom, register
+
+IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
+
+
+@dataclass(kw_only=True)
+class DenoiseConfig(ObjectiveConfig):
+    """BART's noising knobs (its best published mix: text infilling plus sentence permutation)."""
+
+    name: str = "denoise"
+    mask_ratio: float = 0.3
+    """Share of the body's tokens inside masked spans (BART: 0.3)."""
+    poisson_lambda: float = 3.0
+    """Mean of the Poisson distribution the span lengths are drawn from (BART: 3)."""
+    permute_sentences: bool = False
+    """Shuffle the sentences of each document in a block before masking (BART's sentence
+    permutation); sentences end at ``.``, ``!``, ``?`` and never cross a [SEP]."""
+
+    def __post_init__(self):
+        check_fraction("objective.mask_ratio", self.mask_ratio)
+        check(isinstance(self.poisson_lambda, (int, float)) and self.poisson_lambda > 0,
+              "objective.poisson_lambda", self.poisson_lambda, "a number > 0")
+        check(isinstance(self.permute_sentences, bool), "objective.permute_sentences", self.permute_sentences,
+              "true or false")
+
+
+# ---------------------------------------------------------------- the corruption
+
+
+@functools.lru_cache(maxsize=8)
+def poisson_cdf(lam: float) -> np.ndarray:
+    """CDF of Poisson(``lam``) at 0, 1, …, far enough that the tail beyond holds < 1e-15."""
+    top = int(lam + 12 * math.sqrt(lam) + 12)
+    log_pmf = -lam + np.cumsum(np.r_[0.0, math.log(lam) - np.log(np.arange(1, top + 1))])
+    return np.cumsum(np.exp(log_pmf))
+
+
+def poisson_lengths(u: np.ndarray, lam: float) -> np.ndarray:
+    """Poisson(``lam``) draws from uniforms ``u`` by the inverse CDF (a table lookup)."""
+    cdf = poisson_cdf(float(lam))
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+
+
+def sentence_order(body: np.ndarray, rng: RowRandom, vocab) -> np.ndarray:
+    """A permutation of each row's body positions that shuffles whole sentences within documents.
+
+    Each sentence gets a random key; a stable sort by (document, key) keeps the tokens of a
+    sentence together and in order, and each [SEP] last in its document.
+    """
+    is_sep = body == vocab.sep_id
+    ends = vocab.sentence_end[body] | is_sep
+    sentence = np.cumsum(ends, axis=1) - ends  # a sentence's last token belongs to it
+    doc = np.cumsum(is_sep, axis=1) - is_sep
+    key = np.take_along_axis(rng.uniform(body.shape[1], stream=2), sentence, axis=1)
+    key[is_sep] = 2.0  # above every uniform
+    return np.lexsort((key, doc), axis=-1)
+
+
+def span_lengths(rng: RowRandom, body: int, target: int, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, body) span lengths summing to ``target`` per row, and each row's number of spans.
+
+    Spans are kept while the total before them is under ``target``; the last one is cut to make
+    the total exact. At most ``target`` spans are kept, so the noised block is never longer than
+    the original (only possible when zero-length spans outnumber the rest, i.e. small λ); then
+    the last kept span takes up the rest of the total.
+    """
+    lengths = poisson_lengths(rng.uniform(body, stream=0), lam)
+    before = np.cumsum(lengths, axis=1) - lengths
+    count = np.minimum((before < target).sum(1), target)
+    lengths = np.where(np.arange(body) < count[:, None], lengths, 0)
+    has = count > 0
+    rows_with = np.flatnonzero(has)
+    last = count[has] - 1
+    lengths[rows_with, last] = target - before[rows_with, last]
+    return lengths, count
+
+
+def span_starts(rng: RowRandom, lengths: np.ndarray, count: np.ndarray, body: int, target: int) -> np.ndarray:
+    """Body positions where the spans start: random, non-overlapping, in order.
+
+    The ``body - target`` unmasked tokens fall into the gaps before, between and after the
+    spans uniformly over all arrangements (stars and bars: ``count`` bar slots drawn among
+    ``free + count``). Between spans at least one token is kept, so spans stay apart, unless
+    the row has too few unmasked tokens for that.
+    """
+    free = body - target
+    gap = (free >= count - 1).astype(np.int64)  # the least gap between two spans
+    slots = free - gap * np.maximum(count - 1, 0) + count
+    keys = rng.uniform(body + 1, stream=1)
+    keys[np.arange(body + 1) >= slots[:, None]] = 2.0  # outside this row's slots
+    picked = np.argsort(keys, axis=1)[:, :body]
+    j = np.arange(body)
+    bars = np.sort(np.where(j < count[:, None], picked, body + 1), axis=1)
+    before = np.cumsum(lengths, axis=1) - lengths
+    starts = bars - j + gap[:, None] * j + before
+    return np.where(j < count[:, None], starts, body)
+
+
+def infill(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, lam: float, permute: bool = False) -> Batch:
+    """BART noising of full packed blocks (rows, L): the body is positions 1..L-2.
+
+    Returns ``input_ids`` (the noised block, padded to L), ``attention_mask``, ``labels`` (the
+    original block) and ``noised`` (1 where a label token was inside a masked span).
+    """
+    n, width = ids.shape
+    body = ids[:, 1:-1].astype(np.int64)
+    b = body.shape[1]
+    order = sentence_order(body, rng, vocab) if permute else np.broadcast_to(np.arange(b), body.shape)
+    body = np.take_along_axis(body, order, axis=1)
+    target = int(round(b * ratio))
+    lengths, count = span_lengths(rng, b, target, lam)
+    starts = span_starts(rng, lengths, count, b, target)
+    kept = np.arange(b) < count[:, None]
+
+    # Masked positions: +1 where a span starts, -1 where it ends, then a running sum.
+    rows = np.broadcast_to(np.arange(n)[:, None], starts.shape)
+    flat = lambda pos, sel: (rows[sel] * (b + 1) + pos[sel])  # noqa: E731
+    positive = kept & (lengths > 0)
+    diff = (np.bincount(flat(starts, positive), minlength=n * (b + 1))
+            - np.bincount(flat(starts + lengths, positive), minlength=n * (b + 1))).reshape(n, b + 1)
+    masked = np.cumsum(diff, axis=1)[:, :b] > 0
+    # Each body position emits its insertions (zero-length spans starting there), then its token
+    # or, at a span's first position, the span's one mask; the rest of a span emits nothing.
+    inserts = np.bincount(flat(starts, kept & (lengths == 0)), minlength=n * (b + 1)).reshape(n, b + 1)
+    first = np.zeros((n, b + 1), dtype=bool)
+    first[rows[positive], starts[positive]] = True
+    emitted = inserts[:, :b] + (~masked | first[:, :b])
+    slot = np.cumsum(emitted, axis=1)  # output column of each body position's last emission
+    length = 2 + slot[:, -1] + inserts[:, b]  # [CLS] + body + trailing insertions + [SEP]
+
+    cols = np.arange(width)
+    inputs = np.where(cols < length[:, None], vocab.mask_id, vocab.pad_id)
+    inputs[:, 0] = vocab.cls_id
+    inputs[np.arange(n), length - 1] = ids[:, -1]
+    inputs[rows[~masked], slot[~masked]] = body[~masked]
+
+    noised = np.zeros((n, width), dtype=np.int64)
+    np.put_along_axis(noised[:, 1:-1], order, masked.astype(np.int64), axis=1)  # back to the original order
+    return {"input_ids": inputs.astype(np.int64), "attention_mask": (cols < length[:, None]).astype(np.int64),
+            "labels": ids.astype(np.int64), "noised": noised}
+
+
+# ---------------------------------------------------------------- the objective
+
+
+def bart_config(cfg: ModelConfig, vocab) -> BartConfig:
+    """A BART config of preset size (encoder and decoder alike) with SDPA attention."""
+    hidden, layers, heads, inter = models.PRESETS[cfg.preset]
+    drop = 0.1 if cfg.dropout is None else cfg.dropout  # BART's own
+    return BartConfig(vocab_size=vocab.size, d_model=hidden, encoder_layers=layers, decoder_layers=layers,
+                      encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=inter,
+                      decoder_ffn_dim=inter, max_position_embeddings=cfg.max_positions, dropout=drop,
+                      attention_dropout=drop, pad_token_id=vocab.pad_id, bos_token_id=vocab.cls_id,
+                      eos_token_id=vocab.sep_id, forced_eos_token_id=vocab.sep_id,
+                      decoder_start_token_id=vocab.sep_id,  # BART starts decoding with </s>
+                      attn_implementation="sdpa")
+
+
+@register
+class Denoise(Objective):
+    """Reconstruct the original block from its noised version (encoder-decoder)."""
+
+    name = "denoise"
+    unit = "packed"
+    backbone = "bart"
+    Config = DenoiseConfig
+    metrics = ("eval_denoise_loss", "eval_infill_loss", "eval_infill_acc", "probe_acc")
+    paper = "BART (Lewis et al. 2020)"
+
+    def __init__(self, cfg: DenoiseConfig, vocab):
+        super().__init__(cfg, vocab)
+        if vocab.mask_id is None:
+            raise ConfigError("objective.name='denoise' needs a tokenizer with a mask token; this one has none")
+        if cfg.permute_sentences and vocab.sentence_end is None:
+            raise ConfigError("objective.permute_sentences=True needs a tokenizer that marks sentence ends")
+
+    def transform(self, batch: Batch, rng: RowRandom) -> Batch:
+        c = self.cfg
+        return infill(batch["input_ids"], rng, self.vocab, c.mask_ratio, c.poisson_lambda, c.permute_sentences)
+
+    def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
+        return infill(batch["input_ids"], rng, self.vocab, protocol.mask_ratio, protocol.mean_span)
+
+    def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
+        if model_cfg.init_from:
+            return models.from_pretrained(AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
+        return BartForConditionalGeneration(bart_config(model_cfg, self.vocab))
+
+    def loss(self, model, batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return out.loss, {}
+
+    def eval_sums(self, model, batch):
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+        scored = labels != IGNORE
+        infill = scored & batch["noised"].bool()
+        nll = F.cross_entropy(logits[scored].float(), labels[scored], reduction="sum")
+        logits, targets = logits[infill].float(), labels[infill]
+        return {
+            "nll": nll,
+            "count": scored.sum().float(),
+            "infill_nll": F.cross_entropy(logits, targets, reduction="sum"),
+            "infill_correct": (logits.argmax(-1) == targets).sum().float(),
+            "infill_count": infill.sum().float(),
+            # Histogram of the restored targets: its mode is the unigram baseline's best guess.
+            "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
+        }
+
+    def eval_metrics(self, sums):
+        count = max(float(sums["infill_count"]), 1.0)
+        p = sums["target_hist"][sums["target_hist"] > 0] / count
+        return {
+            "eval_denoise_loss": float(sums["nll"]) / max(float(sums["count"]), 1.0),
+            "eval_infill_loss": float(sums["infill_nll"]) / count,
+            "eval_infill_acc": float(sums["infill_correct"]) / count,
+            # The best a context-blind model could do on these very targets.
+            "eval_unigram_loss": float(-(p * np.log(p)).sum()),
+            "eval_unigram_acc": float(p.max()) if p.size else 0.0,
+        }
+
+    def encoder(self, model):
+        return model.get_encoder()

@@ -1,0 +1,218 @@
+"""The bidirectional encoder that mlm, nsp, sop and simcse train, and what lets them mix.
+
+Each of these objectives reads some (rows, T) id arrays of its batch through one shared
+``transformers`` encoder and adds at most a small head. :class:`EncoderWithHeads` encodes every
+array a batch needs in ONE forward call (DistributedDataParallel allows one forward per
+backward), so BERT's ``mlm + nsp`` or SimCSE's ``simcse + mlm`` costs a single pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForMaskedLM
+
+from sslab import models
+from sslab.config import ModelConfig
+from sslab.objectives.base import Objective, RowRandom, frame, unwrap
+
+HEADS_FILE = "heads.pt"  # the small heads (NSP/SOP classifiers) next to the exported encoder
+
+
+@dataclass
+class Encoded:
+    """What the encoder made of one id array: last hidden states and, with an MLM head, logits."""
+
+    hidden: torch.Tensor
+    logits: torch.Tensor | None
+
+
+class EncoderWithHeads(nn.Module):
+    """A Hugging Face encoder (with its MLM head when an objective needs one) plus extra heads."""
+
+    def __init__(self, lm: nn.Module, heads: dict[str, nn.Module], pad_id: int, padded: bool):
+        super().__init__()
+        self.lm = lm
+        self.heads = nn.ModuleDict(heads)
+        self.pad_id, self.padded = pad_id, padded
+        self._hidden: torch.Tensor | None = None
+        # The hook hands over the encoder's own last hidden state, whatever the family calls its
+        # MLM head (ModernBERT head+decoder, BERT cls, RoBERTa lm_head).
+        lm.base_model.register_forward_hook(self._keep_hidden)
+
+    def _keep_hidden(self, module, args, output) -> None:
+        self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def forward(self, batch: dict[str, torch.Tensor], keys: list[str]) -> dict[str, list[Encoded]]:
+        """Encode ``batch[k]`` for every ``k`` in ``keys`` in one pass; a key listed twice is
+        encoded twice (two dropout views, as SimCSE wants)."""
+        ids = torch.cat([batch[k] for k in keys])
+        mask = (ids != self.pad_id).long() if self.padded else None
+        out = self.lm(input_ids=ids, attention_mask=mask)
+        logits = getattr(out, "logits", None)
+        hidden, self._hidden = self._hidden, None
+        result: dict[str, list[Encoded]] = {}
+        start = 0
+        for k in keys:
+            rows = slice(start, start + len(batch[k]))
+            result.setdefault(k, []).append(Encoded(hidden[rows], None if logits is None else logits[rows]))
+            start = rows.stop
+        return result
+
+
+def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padded: bool,
+                  dropout: float | None = None) -> EncoderWithHeads:
+    """The encoder of ``model.arch`` and preset (or ``model.init_from``), with ``make_heads(hidden)``.
+
+    ``dropout`` is the objective's default when ``model.dropout`` is unset (SimCSE needs some).
+    """
+    if model_cfg.init_from:
+        lm = models.from_pretrained(AutoModelForMaskedLM if lm_head else AutoModel, model_cfg, vocab.size)
+        heads = make_heads(lm.config.hidden_size)
+        heads_file = Path(model_cfg.init_from) / HEADS_FILE
+        if heads and heads_file.is_file():  # continued pretraining keeps the heads it had
+            saved = torch.load(heads_file, map_location="cpu")
+            for name, head in heads.items():
+                if name in saved:
+                    head.load_state_dict(saved[name])
+        return EncoderWithHeads(lm, heads, vocab.pad_id, padded)
+    if model_cfg.dropout is None and dropout is not None:
+        model_cfg = dataclasses.replace(model_cfg, dropout=dropout)
+    config = models.encoder_config(model_cfg, vocab)
+    if lm_head:
+        lm = AutoModelForMaskedLM.from_config(config)
+    else:  # BERT and RoBERTa would add a pooler no objective here trains; DDP rejects unused weights
+        extra = {} if model_cfg.arch == "modernbert" else {"add_pooling_layer": False}
+        lm = AutoModel.from_config(config, **extra)
+    return EncoderWithHeads(lm, make_heads(config.hidden_size), vocab.pad_id, padded)
+
+
+def pair_head(hidden: int) -> nn.Module:
+    """BERT's pooler (dense + tanh on the first token) and a two-way classifier."""
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+
+
+def inputs_of(part: EncoderObjective, training: bool) -> tuple[str, ...]:
+    return part.encoder_inputs if training or part.eval_inputs is None else part.eval_inputs
+
+
+def keys_of(parts: list[EncoderObjective], training: bool) -> list[str]:
+    """The id arrays to encode for several parts: a key two parts share is encoded once."""
+    counts: Counter[str] = Counter()
+    for part in parts:
+        for k, n in Counter(inputs_of(part, training)).items():
+            counts[k] = max(counts[k], n)
+    return [k for k, n in counts.items() for _ in range(n)]
+
+
+def outputs_for(part: EncoderObjective, encoded: dict[str, list[Encoded]], training: bool) -> list[Encoded]:
+    """A part's encodings in the order of its inputs."""
+    seen: Counter[str] = Counter()
+    out = []
+    for k in inputs_of(part, training):
+        out.append(encoded[k][seen[k]])
+        seen[k] += 1
+    return out
+
+
+class EncoderObjective(Objective):
+    """An objective on the shared encoder: it names the arrays it encodes and scores their encodings.
+
+    Alone or inside a mixture, the model is an :class:`EncoderWithHeads`; the objective only
+    implements :meth:`part_loss` and :meth:`part_sums` on already-encoded arrays.
+    """
+
+    backbone = "encoder"
+    encoder_inputs: ClassVar[tuple[str, ...]] = ("input_ids",)
+    """Batch keys of the id arrays it reads through the encoder (a repeat is a second view)."""
+    eval_inputs: ClassVar[tuple[str, ...] | None] = None
+    """The same for the fixed-protocol evaluation, when it differs."""
+    builds_input: ClassVar[bool] = False
+    """Builds the model input from its unit (nsp, sop, simcse); at most one part of a mixture may."""
+    lm_head: ClassVar[bool] = False
+    """Needs the encoder's MLM head."""
+    default_dropout: ClassVar[float | None] = None
+    """Dropout when ``model.dropout`` is unset and the family's default does not suit."""
+
+    def heads(self, hidden: int) -> dict[str, nn.Module]:
+        """Small heads this objective adds on the encoder, by name."""
+        return {}
+
+    def part_loss(self, net: EncoderWithHeads, outs: list[Encoded], batch: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def part_sums(self, net: EncoderWithHeads, outs: list[Encoded], batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # The Objective interface, for this objective alone.
+
+    def build_model(self, model_cfg: ModelConfig) -> EncoderWithHeads:
+        return build_encoder(model_cfg, self.vocab, self.lm_head, self.heads, padded=self.unit != "packed",
+                             dropout=self.default_dropout)
+
+    def loss(self, model, batch):
+        encoded = model(batch, keys_of([self], training=True))
+        return self.part_loss(unwrap(model), outputs_for(self, encoded, training=True), batch)
+
+    def eval_sums(self, model, batch):
+        encoded = model(batch, keys_of([self], training=False))
+        return self.part_sums(unwrap(model), outputs_for(self, encoded, training=False), batch)
+
+    def encoder(self, model):
+        return unwrap(model).lm.base_model
+
+    def export(self, model, out_dir: str) -> None:
+        """The encoder in Hugging Face format (``AutoModel`` loads it), heads in ``heads.pt``."""
+        net = unwrap(model)
+        net.lm.save_pretrained(out_dir)
+        if len(net.heads):
+            torch.save({k: h.state_dict() for k, h in net.heads.items()}, Path(out_dir) / HEADS_FILE)
+
+
+class PairObjective(EncoderObjective):
+    """A two-way classification of segment pairs on the first token (NSP, SOP)."""
+
+    unit = "pairs"
+    builds_input = True
+
+    def pair(self, batch: dict, rng: RowRandom) -> tuple[tuple, tuple, np.ndarray]:
+        """The first and second segments, each ``(ids, lengths)``, and the 0/1 label per row."""
+        raise NotImplementedError
+
+    def transform(self, batch, rng):
+        first, second, label = self.pair(batch, rng)
+        width = 2 * batch["a"].shape[1] + 3
+        return {"input_ids": frame(self.vocab, width, first, second), f"{self.name}_label": label.astype(np.int64)}
+
+    def eval_transform(self, batch, rng, protocol):
+        return self.transform(batch, rng)  # no knobs: the protocol is the task itself
+
+    def heads(self, hidden: int) -> dict[str, nn.Module]:
+        return {self.name: pair_head(hidden)}
+
+    def logits(self, net: EncoderWithHeads, outs: list[Encoded]) -> torch.Tensor:
+        return net.heads[self.name](outs[0].hidden[:, 0]).float()
+
+    def part_loss(self, net, outs, batch):
+        logits, labels = self.logits(net, outs), batch[f"{self.name}_label"]
+        acc = (logits.argmax(-1) == labels).float().mean()
+        return F.cross_entropy(logits, labels), {f"{self.name}_acc": acc.detach()}
+
+    def part_sums(self, net, outs, batch):
+        logits, labels = self.logits(net, outs), batch[f"{self.name}_label"]
+        return {"correct": (logits.argmax(-1) == labels).sum().float(), "count": torch.tensor(float(len(labels))),
+                "positive": labels.sum().float()}
+
+    def eval_metrics(self, sums):
+        count = max(float(sums["count"]), 1.0)
+        positive = float(sums["positive"])
+        return {f"eval_{self.name}_acc": float(sums["correct"]) / count,
+                # Always answering the commoner label: what a model that learnt nothing scores.
+                f"eval_{self.name}_majority_acc": max(positive, count - positive) / count}
