@@ -82,18 +82,16 @@ def span_lengths(rng: RowRandom, body: int, target: int, lam: float) -> tuple[np
     """(rows, body) span lengths summing to ``target`` per row, and each row's number of spans.
 
     Spans are kept while the total before them is under ``target``; the last one is cut to make
-    the total exact. At most ``target`` spans are kept, so the noised block is never longer than
-    the original (only possible when zero-length spans outnumber the rest, i.e. small λ); then
-    the last kept span takes up the rest of the total.
+    the total exact. At most ``target`` spans are kept, so that one mask per span never makes the
+    noised block longer than the original; only at small λ, where most spans are empty, does a
+    row need more, and then its last kept span takes up the rest of the total.
     """
     lengths = poisson_lengths(rng.uniform(body, stream=0), lam)
     before = np.cumsum(lengths, axis=1) - lengths
     count = np.minimum((before < target).sum(1), target)
     lengths = np.where(np.arange(body) < count[:, None], lengths, 0)
-    has = count > 0
-    rows_with = np.flatnonzero(has)
-    last = count[has] - 1
-    lengths[rows_with, last] = target - before[rows_with, last]
+    rows = np.flatnonzero(count)
+    lengths[rows, count[rows] - 1] = target - before[rows, count[rows] - 1]
     return lengths, count
 
 
@@ -118,13 +116,49 @@ def span_starts(rng: RowRandom, lengths: np.ndarray, count: np.ndarray, body: in
     return np.where(j < count[:, None], starts, body)
 
 
+def counts_at(positions: np.ndarray, selected: np.ndarray, width: int) -> np.ndarray:
+    """(rows, width) counts of each row's selected ``positions``."""
+    rows = np.nonzero(selected)[0]
+    n = len(positions)
+    return np.bincount(rows * width + positions[selected], minlength=n * width).reshape(n, width)
+
+
+def mask_spans(starts: np.ndarray, lengths: np.ndarray, count: np.ndarray, body: int):
+    """Which body positions are masked, and how many input tokens each body position emits
+    (its insertions, then its token or, at a span's first position, the span's one mask; the
+    rest of a span emits nothing), plus the insertions after the last body token."""
+    spans = np.arange(body) < count[:, None]
+    positive = spans & (lengths > 0)
+    opens = counts_at(starts, positive, body + 1)
+    # A difference array: +1 where a span starts, -1 where it ends, then a running sum.
+    masked = np.cumsum(opens - counts_at(starts + lengths, positive, body + 1), axis=1)[:, :body] > 0
+    inserts = counts_at(starts, spans & (lengths == 0), body + 1)
+    emitted = inserts[:, :body] + (~masked | (opens[:, :body] > 0))
+    return masked, emitted, inserts[:, body]
+
+
+def collapse(ids: np.ndarray, body: np.ndarray, masked: np.ndarray, emitted: np.ndarray, trailing: np.ndarray,
+             vocab) -> tuple[np.ndarray, np.ndarray]:
+    """The noised block, padded to the block's width, and its attention mask: every output slot is
+    a mask unless a kept body token is scattered into it."""
+    n, width = ids.shape
+    slot = np.cumsum(emitted, axis=1)  # output column of each body position's last emission
+    length = 2 + slot[:, -1] + trailing  # [CLS] + body + trailing insertions + [SEP]
+    real = np.arange(width) < length[:, None]
+    inputs = np.where(real, vocab.mask_id, vocab.pad_id)
+    inputs[:, 0] = vocab.cls_id
+    inputs[np.arange(n), length - 1] = ids[:, -1]
+    kept = ~masked
+    inputs[np.nonzero(kept)[0], slot[kept]] = body[kept]
+    return inputs.astype(np.int64), real.astype(np.int64)
+
+
 def infill(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, lam: float, permute: bool = False) -> Batch:
     """BART noising of full packed blocks (rows, L): the body is positions 1..L-2.
 
     Returns ``input_ids`` (the noised block, padded to L), ``attention_mask``, ``labels`` (the
     original block) and ``noised`` (1 where a label token was inside a masked span).
     """
-    n, width = ids.shape
     body = ids[:, 1:-1].astype(np.int64)
     b = body.shape[1]
     order = sentence_order(body, rng, vocab) if permute else np.broadcast_to(np.arange(b), body.shape)
@@ -132,34 +166,11 @@ def infill(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, lam: float, per
     target = int(round(b * ratio))
     lengths, count = span_lengths(rng, b, target, lam)
     starts = span_starts(rng, lengths, count, b, target)
-    kept = np.arange(b) < count[:, None]
-
-    # Masked positions: +1 where a span starts, -1 where it ends, then a running sum.
-    rows = np.broadcast_to(np.arange(n)[:, None], starts.shape)
-    flat = lambda pos, sel: (rows[sel] * (b + 1) + pos[sel])  # noqa: E731
-    positive = kept & (lengths > 0)
-    diff = (np.bincount(flat(starts, positive), minlength=n * (b + 1))
-            - np.bincount(flat(starts + lengths, positive), minlength=n * (b + 1))).reshape(n, b + 1)
-    masked = np.cumsum(diff, axis=1)[:, :b] > 0
-    # Each body position emits its insertions (zero-length spans starting there), then its token
-    # or, at a span's first position, the span's one mask; the rest of a span emits nothing.
-    inserts = np.bincount(flat(starts, kept & (lengths == 0)), minlength=n * (b + 1)).reshape(n, b + 1)
-    first = np.zeros((n, b + 1), dtype=bool)
-    first[rows[positive], starts[positive]] = True
-    emitted = inserts[:, :b] + (~masked | first[:, :b])
-    slot = np.cumsum(emitted, axis=1)  # output column of each body position's last emission
-    length = 2 + slot[:, -1] + inserts[:, b]  # [CLS] + body + trailing insertions + [SEP]
-
-    cols = np.arange(width)
-    inputs = np.where(cols < length[:, None], vocab.mask_id, vocab.pad_id)
-    inputs[:, 0] = vocab.cls_id
-    inputs[np.arange(n), length - 1] = ids[:, -1]
-    inputs[rows[~masked], slot[~masked]] = body[~masked]
-
-    noised = np.zeros((n, width), dtype=np.int64)
+    masked, emitted, trailing = mask_spans(starts, lengths, count, b)
+    inputs, attention = collapse(ids, body, masked, emitted, trailing, vocab)
+    noised = np.zeros(ids.shape, dtype=np.int64)
     np.put_along_axis(noised[:, 1:-1], order, masked.astype(np.int64), axis=1)  # back to the original order
-    return {"input_ids": inputs.astype(np.int64), "attention_mask": (cols < length[:, None]).astype(np.int64),
-            "labels": ids.astype(np.int64), "noised": noised}
+    return {"input_ids": inputs, "attention_mask": attention, "labels": ids.astype(np.int64), "noised": noised}
 
 
 # ---------------------------------------------------------------- the objective

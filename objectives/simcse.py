@@ -27,8 +27,9 @@ class SimCSEConfig(ObjectiveConfig):
     name: str = "simcse"
     tau: float = 0.05
     """Temperature of the InfoNCE softmax over cosine similarities (SimCSE's best: 0.05)."""
-    pooling: Literal["cls", "mean"] = "cls"
-    """Sentence vector: the first token's state, or the mean over real tokens."""
+    pooling: Literal["cls", "mean"] = "mean"
+    """Sentence vector: the mean of the states of real tokens, or the first token's state
+    (SimCSE's choice on a pretrained BERT; from scratch it collapsed to one vector in eval mode)."""
 
     def __post_init__(self):
         check(self.tau > 0, "objective.tau", self.tau, "a positive number")

@@ -25,7 +25,7 @@ def add_pretrain(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Pretrain a model with a self-supervised objective on Ray Train.")
     p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
-    p.add_argument("--objective", help="objective name (see `sslab objectives`)")
+    p.add_argument("--objective", help="objective name or mixture, e.g. mlm, clm, mlm+nsp (see `sslab objectives`)")
     p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
     p.add_argument("--preset", help="model size: tiny, mini, small, base, large")
     p.add_argument("--workers", type=int, help="data-parallel Ray Train workers")
@@ -64,14 +64,18 @@ def print_summary(summary: dict) -> None:
 
 def cmd_objectives(args) -> int:
     from sslab import objectives
+    from sslab.objectives.mixture import FAMOUS
 
     for name in objectives.available():
         cls = objectives.get(name)
         knobs = [f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.name != "name"]
-        print(f"{name:<10} unit={cls.unit:<9} metrics: {', '.join(cls.metrics)}")
-        print(f"{'':<10} knobs: {', '.join(knobs)}")
-        if cls.paper:
-            print(f"{'':<10} paper: {cls.paper}")
+        print(f"{name:<8} {cls.backbone} on {cls.unit}; eval: {', '.join(cls.metrics)}")
+        print(f"{'':<8} knobs: {', '.join(f'objective.{k}' for k in knobs) or '(none)'}")
+        print(f"{'':<8} paper: {cls.paper}")
+    recipes = ", ".join(f"{k} ({v})" for k, v in FAMOUS.items() if k.split("+")[0] in ("mlm", "simcse"))
+    print("\nmixtures: join encoder objectives (mlm, nsp, sop, simcse) that share a unit with '+', at most one\n"
+          f"of nsp, sop, simcse: {recipes}. Knobs: objective.<part>.<knob> and\n"
+          "objective.<part>_weight (the first part weighs 1, mlm as an auxiliary 0.1, others 1).")
     return 0
 
 

@@ -35,7 +35,7 @@ class Progress:
         if not self.quiet:
             per_step = self.train_seconds / max(1, self.session_steps)
             # The objective's parts (gen_loss, nsp_loss …), then the fixed-protocol metrics.
-            extra = "".join(f" | {k.removeprefix('eval_')} {v:.4g}" for k, v in metrics.items()
+            extra = "".join(f" | {k} {v:.4g}" for k, v in metrics.items()
                             if (k.startswith(("eval_", "probe_")) or k.endswith(("_loss", "_acc")))
                             and isinstance(v, float))
             print(f"[sslab] step {self.step}/{self.total} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} "
