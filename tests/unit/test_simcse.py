@@ -13,6 +13,8 @@ from sslab.config import load
 from sslab.errors import ConfigError
 from sslab.objectives import RowRandom, get
 
+from learning import learn
+
 SEG, ROWS = 14, 8
 
 
@@ -137,3 +139,13 @@ def test_retrieval_and_alignment_reward_an_encoder_that_matches_partners():
     shuffled = obj.eval_metrics({k: v.numpy() for k, v in
                                  obj.part_sums(None, [Out(za), Out(za.roll(3, 0))], batch).items()})
     assert shuffled["eval_retrieval_acc"] < 0.2 and shuffled["eval_align"] > 0.5
+
+
+def test_training_spreads_sentences_over_the_sphere_and_still_retrieves_document_halves():
+    # Measured (150 steps, tiny, lr 2e-3, mean pooling): eval_uniform -1.94 -> -2.89, retrieval of a
+    # document's second half among 16: 0.69 (chance 0.0625; the untrained encoder's bag of words
+    # already gets 0.76). With cls pooling the eval-mode vectors collapsed to one (retrieval at
+    # chance): this test is what would catch that.
+    before, after, _ = learn("simcse", ["eval.max_blocks=256"], steps=150)
+    assert after["eval_retrieval_acc"] > after["eval_retrieval_chance"] + 0.3
+    assert after["eval_uniform"] < before["eval_uniform"] - 0.4
