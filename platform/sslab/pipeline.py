@@ -60,17 +60,24 @@ def segment_length(unit: str, seq_len: int) -> int:
 
 
 def chunks(sentences: list[list[int]], seg_len: int, merge: bool = True) -> list[list[int]]:
-    """Consecutive sentences grouped greedily into segments of at most ``seg_len`` tokens
-    (or, without ``merge``, one segment per sentence)."""
+    """A document's sentences as segments of at most ``seg_len`` tokens (a longer sentence is cut).
+
+    With ``merge``, consecutive sentences are grouped into as few segments as fit, but at least
+    two when there are two sentences, of about equal length: a short document still gives a pair.
+    Without it, each sentence is its own segment.
+    """
+    pieces = [s[i:i + seg_len] for s in sentences for i in range(0, len(s), seg_len)]
+    if not merge or len(pieces) < 2:
+        return pieces
+    total = sum(len(p) for p in pieces)
+    target = total / max(2, math.ceil(total / seg_len))
     out, current = [], []
-    for sentence in sentences:
-        for i in range(0, max(len(sentence), 1), seg_len):  # a sentence longer than a segment is cut
-            piece = sentence[i:i + seg_len]
-            if current and (not merge or len(current) + len(piece) > seg_len):
-                out.append(current)
-                current = []
-            current = current + piece
-    return [c for c in out + [current] if c]
+    for piece in pieces:
+        if current and (len(current) + len(piece) > seg_len or len(current) >= target):
+            out.append(current)
+            current = []
+        current = current + piece
+    return out + [current]
 
 
 def segment_pairs(docs: list[list[list[int]]], seg_len: int, pad_id: int, last_alone: bool = False) -> pa.Table:
