@@ -27,7 +27,8 @@ IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy
 
 @dataclass(kw_only=True)
 class DenoiseConfig(ObjectiveConfig):
-    """BART's noising knobs (its best published mix: text infilling plus sentence permutation)."""
+    """BART's noising knobs. Its best mix (Lewis et al. 2020, table 1) was text infilling plus
+    sentence permutation; infilling alone is the default, ``permute_sentences`` adds the other."""
 
     name: str = "denoise"
     mask_ratio: float = 0.3
@@ -227,15 +228,15 @@ class Denoise(Objective):
         labels = batch["labels"]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
         scored = labels != IGNORE
-        infill = scored & batch["noised"].bool()
+        restored = scored & batch["noised"].bool()  # the tokens that were inside masked spans
         nll = F.cross_entropy(logits[scored].float(), labels[scored], reduction="sum")
-        logits, targets = logits[infill].float(), labels[infill]
+        logits, targets = logits[restored].float(), labels[restored]
         return {
             "nll": nll,
             "count": scored.sum().float(),
             "infill_nll": F.cross_entropy(logits, targets, reduction="sum"),
             "infill_correct": (logits.argmax(-1) == targets).sum().float(),
-            "infill_count": infill.sum().float(),
+            "infill_count": restored.sum().float(),
             # Histogram of the restored targets: its mode is the unigram baseline's best guess.
             "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
         }

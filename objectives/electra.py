@@ -56,7 +56,9 @@ class ELECTRAConfig(ObjectiveConfig):
 
 
 def discriminator_config(cfg: ModelConfig, vocab) -> ElectraConfig:
-    """The discriminator: preset sizes, embeddings as wide as the hidden states, SDPA attention."""
+    """The discriminator: preset sizes, embeddings as wide as the hidden states, SDPA attention.
+
+    ELECTRA has its own (BERT-like) architecture, so ``model.arch`` does not apply."""
     hidden, layers, heads, inter = models.PRESETS[cfg.preset]
     drop = 0.1 if cfg.dropout is None else cfg.dropout  # ELECTRA's (BERT's) dropout
     return ElectraConfig(vocab_size=vocab.size, embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,

@@ -379,7 +379,7 @@ def test_forward_backward_and_eval_sums(vocab, small_batch):
     torch.manual_seed(0)
     model = objective.build_model(ModelConfig())
     loss, logs = objective.loss(model, small_batch)
-    assert logs == {} and abs(float(loss) - math.log(vocab.size)) < 1.0
+    assert logs == {} and abs(loss.item() - math.log(vocab.size)) < 1.0
     loss.backward()
     for part in (model.model.encoder.layers[0], model.model.decoder.layers[-1], model.model.shared):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
@@ -417,9 +417,12 @@ def test_export_reloads_with_the_seq2seq_auto_class(vocab, small_batch, tmp_path
 
 
 def test_denoising_learns_to_restore_masked_spans_better_than_unigram():
-    # Measured (seq_len 64, batch 16, tiny BART, 150 steps): eval_infill_loss 6.92 -> 4.34 while
-    # the unigram baseline on the same targets is 4.83 (margin 0.49); assert about half of it.
-    before, after, _ = learn("denoise", steps=150)
+    # Measured (seq_len 64, batch 16, tiny BART, 200 steps; WordPiece training is not
+    # deterministic, so the baseline moves a little between runs): eval_infill_loss fell from
+    # 6.92 to 3.56, 3.69 and 3.99 against unigram baselines of 4.82, 4.89 and 4.93 (margins
+    # 1.26, 1.20, 0.94); accuracy 0.33, 0.31, 0.27 against 0.13, 0.12, 0.12. After 150 steps the
+    # margin was only 0.49 and 0.72 (the steep part of the curve), hence 200 steps. ~30 s.
+    before, after, _ = learn("denoise", steps=200)
     assert before["eval_infill_loss"] > before["eval_unigram_loss"]
-    assert after["eval_infill_loss"] < after["eval_unigram_loss"] - 0.25
-    assert after["eval_infill_acc"] > after["eval_unigram_acc"]
+    assert after["eval_infill_loss"] < after["eval_unigram_loss"] - 0.5
+    assert after["eval_infill_acc"] > after["eval_unigram_acc"] + 0.08

@@ -7,8 +7,8 @@ rate checks allow 5 binomial standard errors, as in test_mlm.
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForPreTraining, BertConfig, BertForMaskedLM, ElectraForMaskedLM, \
-    ElectraForPreTraining, ElectraModel
+from transformers import (AutoModel, AutoModelForPreTraining, BertConfig, BertForMaskedLM, ElectraForMaskedLM,
+                          ElectraForPreTraining, ElectraModel)
 
 from learning import learn
 from sslab import models, synthetic, tokenizer
@@ -126,8 +126,9 @@ def test_eval_masks_like_mlm_and_replaces_the_same_positions_uniformly(vocab, bl
     assert not np.isin(drawn, vocab.special_ids).any()
     normal = vocab.normal_ids
     counts = np.bincount(drawn, minlength=vocab.size)[normal]
-    expected = len(drawn) / len(normal)
-    assert counts.min() > 0 and counts.max() < expected + 6 * np.sqrt(expected)
+    expected = len(drawn) / len(normal)  # ~10 a token: a chi-square test, not "every id turns up"
+    chi2, dof = ((counts - expected) ** 2 / expected).sum(), len(normal) - 1
+    assert chi2 < dof + Z * np.sqrt(2 * dof) and counts.sum() == len(drawn)
     assert_share((drawn != ids[selected]).sum(), selected.sum(), 1 - 1 / len(normal), "replaced share")
     # Independent of the generator's random replacements at the same positions.
     randomised = selected & (out["input_ids"] != ids) & (out["input_ids"] != vocab.mask_id)
@@ -379,11 +380,14 @@ def test_electra_needs_a_tokenizer_with_a_mask_token(vocab):
 
 @pytest.mark.slow
 def test_electra_learns_to_detect_replacements_and_to_fill_masks():
-    before, after, _ = learn("electra", steps=LEARN_STEPS)
-    # Measured: TODO
-    assert after["eval_rtd_acc"] > after["eval_rtd_baseline_acc"] + 0.0
-    assert after["eval_gen_acc"] > after["eval_unigram_acc"] + 0.0
-    assert after["eval_rtd_loss"] < before["eval_rtd_loss"]
-
-
-LEARN_STEPS = 150
+    # At the defaults (15 %, a 1/4-width generator, temperature 1) the tiny discriminator is still
+    # at the all-original baseline after 400 steps: the generator's samples turn plausible before
+    # it learns. Twice the masking, a 1/2-width generator and temperature 2 make it learn in 250.
+    # Measured after 250 steps (two runs): gen acc 0.182 / 0.185 vs unigram 0.127 / 0.119;
+    # RTD acc 0.893 / 0.886 vs all-original 0.856 / 0.851. Asserted: about half those margins.
+    before, after, _ = learn("electra", ["objective.mask_ratio=0.3", "objective.temperature=2.0",
+                                         "objective.generator_fraction=0.5"], steps=250)
+    assert after["eval_rtd_acc"] > after["eval_rtd_baseline_acc"] + 0.015
+    assert after["eval_gen_acc"] > after["eval_unigram_acc"] + 0.025
+    assert after["eval_rtd_loss"] < before["eval_rtd_loss"] - 0.05
+    assert after["eval_gen_loss"] < before["eval_gen_loss"] - 1.0
