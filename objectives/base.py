@@ -134,6 +134,9 @@ class Objective(abc.ABC):
         """Special tokens the objective adds to the tokenizer (T5's sentinels); none by default."""
         return []
 
+    def check_seq_len(self, seq_len: int, protocol: EvalConfig | None = None) -> None:
+        """Raise a ConfigError when blocks of ``seq_len`` tokens cannot work (T5: too many spans)."""
+
     @abc.abstractmethod
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         """Corrupt a batch for training (numpy, vectorised; runs in Ray Data workers)."""

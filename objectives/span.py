@@ -5,7 +5,8 @@ sentinel (``<extra_id_i>`` for the i-th span); the decoder writes the dropped sp
 after its sentinel. The spans are laid out by T5's own ``random_spans_noise_mask``
 (google-research/text-to-text-transfer-transformer, ``t5/data/preprocessors.py``), vectorised
 over rows: the counts depend only on the length, so every row of a batch has the same input and
-target widths and nothing is padded.
+target widths and nothing is padded. As in T5, a body opens on a clean span and closes on a
+noise span: its first token is never corrupted and its last always is.
 """
 from __future__ import annotations
 
@@ -84,12 +85,13 @@ def span_index(rng: RowRandom, length: int, num_noise: int, num_spans: int) -> n
     return np.cumsum(boundaries, axis=1)
 
 
-def collapse(body: np.ndarray, drop: np.ndarray, span: np.ndarray, sentinels: np.ndarray) -> np.ndarray:
-    """``body`` with each run of ``drop`` positions replaced by the sentinel of its span (span // 2)."""
+def collapse(body: np.ndarray, drop: np.ndarray, span: np.ndarray, sentinels: np.ndarray, width: int) -> np.ndarray:
+    """``body`` with each run of ``drop`` positions replaced by the sentinel of its span (span // 2);
+    every row comes out ``width`` tokens long."""
     starts = drop.copy()
     starts[:, 1:] &= ~drop[:, :-1]
     values = np.where(drop, sentinels[span // 2], body)
-    return values[~drop | starts].reshape(len(body), -1)  # every row keeps the same count
+    return values[~drop | starts].reshape(len(body), width)
 
 
 def corrupt_spans(ids: np.ndarray, rng: RowRandom, sentinels: np.ndarray, density: float, mean_span: float,
@@ -100,7 +102,7 @@ def corrupt_spans(ids: np.ndarray, rng: RowRandom, sentinels: np.ndarray, densit
     ``labels`` is each span's sentinel followed by its tokens, then ``[SEP]``. ``knobs`` name the
     settings in the error raised when the block needs more spans than there are sentinels.
     """
-    rows, width = ids.shape
+    width = ids.shape[1]
     length = width - 2
     num_noise, num_spans = span_counts(length, density, mean_span)
     if num_spans > len(sentinels):
@@ -109,10 +111,10 @@ def corrupt_spans(ids: np.ndarray, rng: RowRandom, sentinels: np.ndarray, densit
                           f"{knobs[1]}, lower {knobs[0]} or lower train.seq_len")
     body, span = ids[:, 1:-1], span_index(rng, length, num_noise, num_spans)
     noise = span % 2 == 1
-    inputs = collapse(body, noise, span, sentinels)
+    inputs = collapse(body, noise, span, sentinels, length - num_noise + num_spans)
     # The targets are the inputs' complement: non-noise span i gives way to sentinel i, and
     # noise span i follows it.
-    targets = collapse(body, ~noise, span, sentinels)
+    targets = collapse(body, ~noise, span, sentinels, num_noise + num_spans)
     return {"input_ids": np.concatenate([ids[:, :1], inputs, ids[:, -1:]], axis=1).astype(np.int64),
             "labels": np.concatenate([targets, ids[:, -1:]], axis=1).astype(np.int64)}
 

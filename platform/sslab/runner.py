@@ -135,6 +135,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     tokenizers_mod.add_tokens(tok, extra, run_dir)
     vocab = tokenizers_mod.vocab_of(tok, extra)
     objective = objective_cls(cfg.objective, vocab)
+    objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
     train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit)
     if cfg.train.materialize:

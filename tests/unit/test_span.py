@@ -112,6 +112,9 @@ def test_widths_are_fixed_by_the_length_alone(vocab, blocks):
     assert (noise, spans) == (38, 19)
     assert out["input_ids"].shape == (len(blocks["input_ids"]), SEQ_LEN - noise + spans)
     assert out["labels"].shape == (len(blocks["input_ids"]), noise + spans + 1)
+    empty = corrupted(span(vocab, noise_density=0.3, mean_span=2.0), blocks, rows=slice(0, 0))
+    assert empty["input_ids"].shape == (0, out["input_ids"].shape[1])
+    assert empty["labels"].shape == (0, noise + spans + 1)
 
 
 def test_cls_and_final_sep_are_untouched_and_the_labels_end_with_sep(vocab, blocks):
@@ -172,15 +175,18 @@ def test_realised_density_and_mean_span_match_the_config(vocab, blocks, density,
 
 
 def test_noise_is_spread_over_the_body(vocab, blocks):
-    """Apart from the last body token (always noise: T5's spans alternate from clean to noise),
-    every position is noise at about the density."""
+    """Every position is noise at about the density, but for the ends: T5's layout opens on a
+    clean span and closes on a noise span."""
     out = corrupted(span(vocab, noise_density=0.3, mean_span=3.0), blocks, seed=2)
     _, noise = merged(out, vocab)
     assert noise[:, -1].all()
     assert not noise[:, 0].any()  # and the first is never: a clean span comes first
-    cols = noise[:, 10:-10].mean(0)  # away from both ends, where the layout pins the rate
-    n = len(noise)
-    assert np.abs(cols - 0.3).max() < 6 * np.sqrt(0.3 * 0.7 / n) * np.sqrt(3)  # spans cluster: wider se
+    # Away from both ends, where the layout pins the rate, columns are noise at about the
+    # density (simulated: 0.291-0.298 for 0.3; the ends take a little more than their share).
+    cols = noise[:, 10:-10].mean(0)
+    se = np.sqrt(0.3 * 0.7 / len(noise))  # rows are independent draws
+    assert abs(cols.mean() - 0.3) < 0.015
+    assert np.abs(cols - 0.3).max() < 5 * se + 0.01
 
 
 def test_spans_are_capped_by_the_clean_tokens():
@@ -324,8 +330,16 @@ def test_eval_scores_the_corrupted_tokens_only(vocab, blocks):
     assert abs(metrics["eval_span_loss"] - math.log(vocab.size)) < 2
 
 
+@pytest.mark.slow
 def test_span_corruption_learns_to_beat_the_unigram_baseline():
-    # Measured (seq_len 64, batch 16, tiny T5): after 150 steps ... (filled in below).
-    before, after, _ = learn("span", steps=150)
-    assert before["eval_span_loss"] > before["eval_unigram_loss"]
-    assert after["eval_span_loss"] < after["eval_unigram_loss"] - 0.5
+    # Measured (seq_len 64, batch 16, tiny T5, eval at the fixed 15 % / mean span 3), margin of
+    # eval_unigram_loss over eval_span_loss: at the harness's defaults (lr 2e-3, noise 0.15) none
+    # after 150 steps (5.31 vs 4.89; MLM is level with its unigram there too: 4.86 vs 4.84), as
+    # only ~9 of 64 tokens a row are targets. Training at noise 0.5, lr 3e-3 (seeds 1, 2):
+    # 0.22-0.24 after 200 steps, 0.32-0.39 after 250, 0.41-0.42 after 300; the accuracy margin
+    # over the unigram's after 250 steps was 0.036-0.065. Asserted: about half of those.
+    before, after, _ = learn("span", ["objective.noise_density=0.5", "train.lr=3e-3", "eval.max_blocks=256"],
+                             steps=250)
+    assert before["eval_span_loss"] > before["eval_unigram_loss"] + 1
+    assert after["eval_span_loss"] < after["eval_unigram_loss"] - 0.15
+    assert after["eval_span_acc"] > after["eval_unigram_acc"] + 0.02
