@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from sslab import models
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig
 from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.mlm import token_sums
 
 IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
 
@@ -78,14 +78,7 @@ class CLM(Objective):
         logits = model(input_ids=batch["input_ids"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]  # the token after each position
         scored = labels != IGNORE
-        logits, targets = logits[scored].float(), labels[scored]
-        return {
-            "nll": F.cross_entropy(logits, targets, reduction="sum"),
-            "correct": (logits.argmax(-1) == targets).sum().float(),
-            "count": scored.sum().float(),
-            # Histogram of the targets: the unigram baseline's distribution.
-            "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
-        }
+        return token_sums(logits[scored].float(), labels[scored], self.vocab.size)
 
     def eval_metrics(self, sums):
         count = max(float(sums["count"]), 1.0)

@@ -100,19 +100,23 @@ class MLM(EncoderObjective):
     def part_sums(self, net, outs, batch):
         labels = batch["labels"]
         scored = labels != IGNORE
-        logits, targets = outs[0].logits[scored].float(), labels[scored]
-        return {
-            "nll": F.cross_entropy(logits, targets, reduction="sum"),
-            "correct": (logits.argmax(-1) == targets).sum().float(),
-            "count": scored.sum().float(),
-            # Histogram of masked targets: its mode is the unigram baseline's best guess.
-            "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
-        }
+        return token_sums(outs[0].logits[scored].float(), labels[scored], self.vocab.size)
 
     def eval_metrics(self, sums):
         count = max(float(sums["count"]), 1.0)
         return {"eval_mlm_loss": float(sums["nll"]) / count, "eval_mlm_acc": float(sums["correct"]) / count,
                 **unigram_baseline(sums["target_hist"])}
+
+
+def token_sums(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Additive eval statistics of scored tokens: summed NLL, correct argmaxes, count, and the
+    targets' histogram (the unigram baseline's distribution)."""
+    return {
+        "nll": F.cross_entropy(logits, targets, reduction="sum"),
+        "correct": (logits.argmax(-1) == targets).sum().float(),
+        "count": torch.tensor(float(len(targets)), device=logits.device),
+        "target_hist": torch.bincount(targets, minlength=vocab_size).float(),
+    }
 
 
 def unigram_baseline(target_hist: np.ndarray) -> dict[str, float]:

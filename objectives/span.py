@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
 from sslab import models
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.mlm import token_sums
 
 NUM_SENTINELS = 100  # T5's count; fixed so the vocabulary does not depend on searched knobs
 
@@ -193,14 +193,7 @@ class Span(Objective):
         # layout, and would flatter the accuracy.
         scored = ~torch.isin(labels, torch.as_tensor(self.sentinels, device=labels.device))
         scored[:, -1] = False
-        logits, targets = logits[scored].float(), labels[scored]
-        return {
-            "nll": F.cross_entropy(logits, targets, reduction="sum"),
-            "correct": (logits.argmax(-1) == targets).sum().float(),
-            "count": scored.sum().float(),
-            # Histogram of the targets: its mode is the unigram baseline's best guess.
-            "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
-        }
+        return token_sums(logits[scored].float(), labels[scored], self.vocab.size)
 
     def eval_metrics(self, sums):
         count = max(float(sums["count"]), 1.0)
