@@ -24,6 +24,7 @@ CASES = {
 def test_two_workers_train_and_export_each_data_path(ray_cluster, tiny, tmp_path, name):
     auto, metrics = CASES[name]
     cfg = load(overrides=tiny(tmp_path / "run", f"objective.name={name}", "scaling.num_workers=2",
+                              "corpus.synthetic.num_docs=800", "eval.probe_docs=100",
                               "train.max_steps=6", "train.warmup_steps=2", "train.log_every=3"))
     result = sslab.pretrain(cfg)
     m = result.summary["metrics"]
