@@ -21,6 +21,7 @@ from sslab import models
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.mlm import token_sums, unigram_baseline
 
 IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
 
@@ -229,28 +230,23 @@ class Denoise(Objective):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
         scored = labels != IGNORE
         restored = scored & batch["noised"].bool()  # the tokens that were inside masked spans
-        nll = F.cross_entropy(logits[scored].float(), labels[scored], reduction="sum")
-        logits, targets = logits[restored].float(), labels[restored]
+        infill = token_sums(logits[restored].float(), labels[restored], self.vocab.size)
         return {
-            "nll": nll,
+            "nll": F.cross_entropy(logits[scored].float(), labels[scored], reduction="sum"),
             "count": scored.sum().float(),
-            "infill_nll": F.cross_entropy(logits, targets, reduction="sum"),
-            "infill_correct": (logits.argmax(-1) == targets).sum().float(),
-            "infill_count": restored.sum().float(),
-            # Histogram of the restored targets: its mode is the unigram baseline's best guess.
-            "target_hist": torch.bincount(targets, minlength=self.vocab.size).float(),
+            "infill_nll": infill["nll"],
+            "infill_correct": infill["correct"],
+            "infill_count": infill["count"],
+            "target_hist": infill["target_hist"],  # of the restored targets: the unigram baseline's
         }
 
     def eval_metrics(self, sums):
         count = max(float(sums["infill_count"]), 1.0)
-        p = sums["target_hist"][sums["target_hist"] > 0] / count
         return {
             "eval_denoise_loss": float(sums["nll"]) / max(float(sums["count"]), 1.0),
             "eval_infill_loss": float(sums["infill_nll"]) / count,
             "eval_infill_acc": float(sums["infill_correct"]) / count,
-            # The best a context-blind model could do on these very targets.
-            "eval_unigram_loss": float(-(p * np.log(p)).sum()),
-            "eval_unigram_acc": float(p.max()) if p.size else 0.0,
+            **unigram_baseline(sums["target_hist"]),
         }
 
     def encoder(self, model):

@@ -9,20 +9,19 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Model
 
+from blocks import corpus_tokenizer, packed
 from learning import learn
-from sslab import synthetic, tokenizer
-from sslab.config import ConfigError, EvalConfig, ModelConfig, SyntheticConfig, TokenizerConfig, load
+from sslab import tokenizer
+from sslab.config import ConfigError, EvalConfig, ModelConfig, load
 from sslab.objectives.base import RowRandom
 from sslab.objectives.clm import CLM, IGNORE, CLMConfig, decoder_config
-from sslab.pipeline import pack
 
 SEQ_LEN = 32
 
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 200)["text"]
-    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=300), list(texts), SEQ_LEN)
+    return corpus_tokenizer(vocab_size=300, max_len=SEQ_LEN)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +32,7 @@ def vocab(tok):
 @pytest.fixture(scope="module")
 def blocks(tok, vocab):
     """Packed blocks of 32 tokens: ``input_ids`` (int32, as the pipeline hands them) and ``row_id``."""
-    texts = synthetic.generate(SyntheticConfig(seed=5), 200, 300)["text"]
-    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
-    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
-    return {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray(),
-            "row_id": table.column("row_id").to_numpy()}
+    return packed(tok, vocab, SEQ_LEN, 400, dtype=np.int32)
 
 
 @pytest.fixture(scope="module")

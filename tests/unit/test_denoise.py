@@ -1,37 +1,32 @@
 """Property tests of BART noising (text infilling, sentence permutation), its model and its eval.
 
-The blocks are real packed text (a small WordPiece tokenizer trained on the synthetic corpus),
+The blocks are real packed text (``blocks.py``),
 ~1000 blocks of 128 tokens. The span checks compare with a plain per-row reference simulation
 of BART's rules; tolerances are 5 standard errors, so false alarms stay below 1e-5.
 """
 import math
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from sslab import synthetic, tokenizer
-from sslab.config import ConfigError, EvalConfig, ModelConfig, SyntheticConfig, TokenizerConfig, load
+from blocks import Z, corpus_tokenizer, packed, transformed
+from learning import learn
+from sslab import tokenizer
+from sslab.config import ConfigError, EvalConfig, ModelConfig, load
 from sslab.objectives.base import RowRandom
 from sslab.objectives.denoise import Denoise, DenoiseConfig
-from sslab.pipeline import pack
 
-sys.path.insert(0, str(Path(__file__).parent))
-from learning import learn  # noqa: E402
 
 SEQ_LEN = 128
 BODY = SEQ_LEN - 2
-Z = 5  # tolerance of a statistical check, in standard errors
 
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 300)["text"]
-    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=1000), list(texts), SEQ_LEN)
+    return corpus_tokenizer(max_len=SEQ_LEN)
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +37,11 @@ def vocab(tok):
 @pytest.fixture(scope="module")
 def blocks(tok, vocab):
     """About 1000 packed blocks of 128 tokens: ``input_ids`` (int64) and ``row_id``."""
-    texts = synthetic.generate(SyntheticConfig(seed=5), 300, 1700)["text"]
-    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
-    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
-    return {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray().astype(np.int64),
-            "row_id": table.column("row_id").to_numpy()}
+    return packed(tok, vocab, SEQ_LEN, 1700)
 
 
 def denoise(vocab, **cfg) -> Denoise:
     return Denoise(DenoiseConfig(**cfg), vocab)
-
-
-def noised(objective, blocks, seed=0, epoch=0, rows=slice(None)):
-    """``objective.transform`` of (some of) the blocks, with their per-row randomness."""
-    ids, row_ids = blocks["input_ids"][rows], blocks["row_id"][rows]
-    return objective.transform({"input_ids": ids}, RowRandom(seed, epoch, row_ids))
 
 
 def rebuild(out, mask_id) -> tuple[list[np.ndarray], list[int]]:
@@ -107,7 +92,7 @@ def reference_spans(rows: int, target: int, lam: float, seed: int = 0) -> list[l
 def test_outputs_labels_and_framing(vocab, blocks):
     ids = blocks["input_ids"]
     before = ids.copy()
-    out = noised(denoise(vocab), blocks)
+    out = transformed(denoise(vocab), blocks)
     assert set(out) == {"input_ids", "attention_mask", "labels", "noised"}
     for v in out.values():
         assert v.shape == ids.shape and v.dtype == np.int64
@@ -130,7 +115,7 @@ def test_outputs_labels_and_framing(vocab, blocks):
 def test_expanding_the_masks_gives_the_original_back(vocab, blocks, cfg):
     """The input is the original with each span collapsed to one mask: every kept body token
     appears, in order, and each masked run sits where a mask is."""
-    out = noised(denoise(vocab, **cfg), blocks, seed=3)
+    out = transformed(denoise(vocab, **cfg), blocks, seed=3)
     rows, spans = rebuild(out, vocab.mask_id)
     for original, rebuilt in zip(blocks["input_ids"], rows):
         np.testing.assert_array_equal(rebuilt, original)
@@ -139,7 +124,7 @@ def test_expanding_the_masks_gives_the_original_back(vocab, blocks, cfg):
 
 @pytest.mark.parametrize("ratio", [0.3, 0.15, 0.6, 0.02])
 def test_the_masked_share_is_mask_ratio(vocab, blocks, ratio):
-    out = noised(denoise(vocab, mask_ratio=ratio), blocks, seed=11)
+    out = transformed(denoise(vocab, mask_ratio=ratio), blocks, seed=11)
     per_row = out["noised"].sum(1)
     # Every row masks round(body · ratio) tokens exactly, so the share is the ratio up to rounding.
     assert (per_row == round(BODY * ratio)).all()
@@ -154,7 +139,7 @@ def test_span_lengths_follow_the_poisson_rule(vocab, blocks, lam):
     Their mean is below λ, as it should be: the total is fixed, so the last span of a row is cut
     short (by about half a span). With 38 masked tokens a row, that costs λ=3 about 10 %."""
     target = round(BODY * 0.3)
-    out = noised(denoise(vocab, poisson_lambda=lam), blocks, seed=5)
+    out = transformed(denoise(vocab, poisson_lambda=lam), blocks, seed=5)
     _, spans = rebuild(out, vocab.mask_id)
     spans = np.array(spans)
     per_row = (out["input_ids"] == vocab.mask_id).sum(1)
@@ -171,7 +156,7 @@ def test_span_lengths_follow_the_poisson_rule(vocab, blocks, lam):
 
 
 def test_spans_are_kept_apart_and_spread_over_the_block(vocab, blocks):
-    out = noised(denoise(vocab, mask_ratio=0.4), blocks, seed=2)
+    out = transformed(denoise(vocab, mask_ratio=0.4), blocks, seed=2)
     masks = out["input_ids"] == vocab.mask_id
     assert not (masks[:, 1:] & masks[:, :-1]).any(), "two spans touch although there is room between them"
     # No part of the block is favoured (the first and last columns are, slightly, less often masked).
@@ -181,7 +166,7 @@ def test_spans_are_kept_apart_and_spread_over_the_block(vocab, blocks):
 
 
 def test_zero_length_spans_insert_a_mask(vocab, blocks):
-    out = noised(denoise(vocab, poisson_lambda=0.5), blocks, seed=4)  # 61 % of draws are 0
+    out = transformed(denoise(vocab, poisson_lambda=0.5), blocks, seed=4)  # 61 % of draws are 0
     _, spans = rebuild(out, vocab.mask_id)
     spans = np.array(spans)
     assert (spans == 0).mean() > 0.3
@@ -191,7 +176,7 @@ def test_zero_length_spans_insert_a_mask(vocab, blocks):
 
 
 def test_a_tiny_ratio_can_mask_nothing(vocab, blocks):
-    out = noised(denoise(vocab, mask_ratio=0.001), blocks)  # round(126 · 0.001) = 0
+    out = transformed(denoise(vocab, mask_ratio=0.001), blocks)  # round(126 · 0.001) = 0
     np.testing.assert_array_equal(out["input_ids"], blocks["input_ids"])
     assert not out["noised"].any() and out["attention_mask"].all()
 
@@ -257,8 +242,8 @@ def test_sentence_permutation_shuffles_whole_sentences_within_documents():
 
 
 def test_permutation_then_masking_keeps_the_labels_in_the_original_order(vocab, blocks):
-    out = noised(denoise(vocab, permute_sentences=True), blocks, seed=6)
-    plain = noised(denoise(vocab), blocks, seed=6)
+    out = transformed(denoise(vocab, permute_sentences=True), blocks, seed=6)
+    plain = transformed(denoise(vocab), blocks, seed=6)
     assert (out["input_ids"] != plain["input_ids"]).any(axis=1).mean() > 0.9
     np.testing.assert_array_equal(out["labels"], blocks["input_ids"])
     assert (out["noised"].sum(1) == round(BODY * 0.3)).all()
@@ -280,11 +265,11 @@ def test_permutation_needs_sentence_ends():
 
 def test_a_rows_noise_depends_on_seed_epoch_and_row_only(vocab, blocks):
     objective = denoise(vocab, permute_sentences=True)
-    whole = noised(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
-    again = noised(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    whole = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    again = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
     perm = np.random.default_rng(0).permutation(64)
-    shuffled = noised(objective, blocks, seed=7, epoch=2, rows=perm)
-    alone = noised(objective, blocks, seed=7, epoch=2, rows=slice(17, 18))
+    shuffled = transformed(objective, blocks, seed=7, epoch=2, rows=perm)
+    alone = transformed(objective, blocks, seed=7, epoch=2, rows=slice(17, 18))
     for key in whole:
         np.testing.assert_array_equal(again[key], whole[key])
         np.testing.assert_array_equal(shuffled[key], whole[key][perm])
@@ -293,8 +278,8 @@ def test_a_rows_noise_depends_on_seed_epoch_and_row_only(vocab, blocks):
 
 @pytest.mark.parametrize("other", [dict(seed=0, epoch=1), dict(seed=1, epoch=0)], ids=["epoch", "seed"])
 def test_another_epoch_or_seed_draws_new_noise(vocab, blocks, other):
-    first = noised(denoise(vocab), blocks, seed=0, epoch=0)["noised"].astype(bool)
-    second = noised(denoise(vocab), blocks, **other)["noised"].astype(bool)
+    first = transformed(denoise(vocab), blocks, seed=0, epoch=0)["noised"].astype(bool)
+    second = transformed(denoise(vocab), blocks, **other)["noised"].astype(bool)
     assert not (first == second).all(axis=1).any(), "some row kept its noise"
     # Masked in both at about the rate of independent draws (spans make neighbours correlated,
     # so only a loose check: 0.3² = 0.09).

@@ -1,8 +1,7 @@
 """ELECTRA: the generator's masking, the sampled replacements and their labels, the shared
 embeddings, the stopped gradient through sampling, the fixed eval protocol, export and learning.
 
-The blocks are real packed text (a small WordPiece tokenizer trained on the synthetic corpus);
-rate checks allow 5 binomial standard errors, as in test_mlm.
+The blocks are real packed text (``blocks.py``); rate checks allow 5 binomial standard errors.
 """
 import numpy as np
 import pytest
@@ -10,22 +9,20 @@ import torch
 from transformers import (AutoModel, AutoModelForPreTraining, BertConfig, BertForMaskedLM, ElectraForMaskedLM,
                           ElectraForPreTraining, ElectraModel)
 
+from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
 from learning import learn
-from sslab import models, synthetic, tokenizer
-from sslab.config import ConfigError, EvalConfig, ModelConfig, SyntheticConfig, TokenizerConfig
+from sslab import models, tokenizer
+from sslab.config import ConfigError, EvalConfig, ModelConfig
 from sslab.objectives.base import RowRandom
 from sslab.objectives.electra import ELECTRA, ELECTRAConfig, ElectraPair, replace_with_samples
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
-from sslab.pipeline import pack
 
 SEQ_LEN = 64
-Z = 5  # tolerance of a rate check, in standard errors
 
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 300)["text"]
-    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=1000), list(texts), 512)
+    return corpus_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -36,26 +33,13 @@ def vocab(tok):
 @pytest.fixture(scope="module")
 def blocks(tok, vocab):
     """About 1200 packed blocks of 64 tokens: ``input_ids`` (int64) and ``row_id``."""
-    texts = synthetic.generate(SyntheticConfig(seed=5), 300, 1200)["text"]
-    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
-    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
-    out = {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray().astype(np.int64),
-           "row_id": table.column("row_id").to_numpy()}
+    out = packed(tok, vocab, SEQ_LEN, 1200)
     assert (~np.isin(out["input_ids"], vocab.special_ids)).sum() > 60_000, "too few tokens for tight rate checks"
     return out
 
 
 def electra(vocab, **cfg) -> ELECTRA:
     return ELECTRA(ELECTRAConfig(**cfg), vocab)
-
-
-def transformed(objective, blocks, seed=0, epoch=0, rows=slice(None)):
-    return objective.transform({"input_ids": blocks["input_ids"][rows]}, RowRandom(seed, epoch, blocks["row_id"][rows]))
-
-
-def assert_share(count, total, p, what):
-    se = np.sqrt(p * (1 - p) / total)
-    assert abs(count / total - p) <= Z * se + 1e-12, f"{what}: {count / total:.4f} vs {p} (se {se:.4f})"
 
 
 def tiny_model(vocab, **cfg) -> ElectraPair:

@@ -1,27 +1,22 @@
 """Property tests of MLM masking (fairseq-style) and of the per-row randomness it draws on.
 
-The blocks are real packed text: a small WordPiece tokenizer trained on the synthetic corpus,
-so words split into "##" pieces as they do in a run. ~100k tokens make the rate checks tight:
-tolerances are 5 standard errors of a binomial share (WordPiece training is not deterministic,
-so the blocks, hence the draws, vary a little from run to run; 5 keeps false alarms below 1e-5).
+The blocks are real packed text (``blocks.py``); ~100k tokens make the rate checks tight.
 """
 import numpy as np
 import pytest
 
-from sslab import synthetic, tokenizer
-from sslab.config import ConfigError, EvalConfig, SyntheticConfig, TokenizerConfig
+from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
+from sslab import tokenizer
+from sslab.config import ConfigError, EvalConfig
 from sslab.objectives.base import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
-from sslab.pipeline import pack
 
 SEQ_LEN = 128
-Z = 5  # tolerance of a rate check, in standard errors
 
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 300)["text"]
-    return tokenizer.train_tokenizer(TokenizerConfig(vocab_size=1000), list(texts), SEQ_LEN)
+    return corpus_tokenizer(max_len=SEQ_LEN)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +27,7 @@ def vocab(tok):
 @pytest.fixture(scope="module")
 def blocks(tok, vocab):
     """About 800 packed blocks of 128 tokens: ``input_ids`` (int64) and ``row_id``."""
-    texts = synthetic.generate(SyntheticConfig(seed=5), 300, 1700)["text"]
-    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
-    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
-    out = {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray().astype(np.int64),
-           "row_id": table.column("row_id").to_numpy()}
+    out = packed(tok, vocab, SEQ_LEN, 1700)
     eligible = ~np.isin(out["input_ids"], vocab.special_ids)
     assert eligible.sum() > 95_000, "too few tokens for the rate checks to be tight"
     return out
@@ -44,18 +35,6 @@ def blocks(tok, vocab):
 
 def mlm(vocab, **cfg) -> MLM:
     return MLM(MLMConfig(**cfg), vocab)
-
-
-def masked(objective, blocks, seed=0, epoch=0, rows=slice(None)):
-    """``objective.transform`` of (some of) the blocks, with their per-row randomness."""
-    ids, row_ids = blocks["input_ids"][rows], blocks["row_id"][rows]
-    return objective.transform({"input_ids": ids}, RowRandom(seed, epoch, row_ids))
-
-
-def assert_share(count, total, p, what):
-    """``count / total`` is ``p`` within ``Z`` binomial standard errors."""
-    se = np.sqrt(p * (1 - p) / total)
-    assert abs(count / total - p) <= Z * se + 1e-12, f"{what}: {count / total:.4f} vs {p} (se {se:.4f})"
 
 
 def eligible_of(vocab, ids):
@@ -69,7 +48,7 @@ def eligible_of(vocab, ids):
 def test_labels_are_the_original_tokens_and_only_selected_inputs_change(vocab, blocks, cfg):
     ids = blocks["input_ids"]
     before = ids.copy()
-    out = masked(mlm(vocab, **cfg), blocks)
+    out = transformed(mlm(vocab, **cfg), blocks)
     assert set(out) == {"input_ids", "labels"}
     assert out["input_ids"].shape == out["labels"].shape == ids.shape
     assert out["input_ids"].dtype == out["labels"].dtype == np.int64
@@ -89,7 +68,7 @@ def test_special_tokens_are_never_selected(vocab, blocks):
     spots[:, 3::7] = True
     ids[spots] = np.resize(specials, spots.sum())
     batch = {"input_ids": ids, "row_id": blocks["row_id"]}
-    out = masked(mlm(vocab, mask_ratio=0.9, replace_mask=0.5, replace_random=0.5), batch)
+    out = transformed(mlm(vocab, mask_ratio=0.9, replace_mask=0.5, replace_random=0.5), batch)
     special = np.isin(ids, vocab.special_ids)
     assert special.sum() > 10_000 and set(ids[special]) == set(vocab.special_ids)
     assert (out["labels"][special] == IGNORE).all()
@@ -102,7 +81,7 @@ def test_special_tokens_are_never_selected(vocab, blocks):
 
 @pytest.mark.parametrize("ratio", [0.15, 0.4, 0.03])
 def test_the_selection_rate_matches_mask_ratio(vocab, blocks, ratio):
-    out = masked(mlm(vocab, mask_ratio=ratio), blocks, seed=11)
+    out = transformed(mlm(vocab, mask_ratio=ratio), blocks, seed=11)
     eligible = eligible_of(vocab, blocks["input_ids"])
     assert_share((out["labels"] != IGNORE).sum(), eligible.sum(), ratio, "selection rate")
     # Not only on average: each row is near the rate (no row left unmasked or all masked).
@@ -112,7 +91,7 @@ def test_the_selection_rate_matches_mask_ratio(vocab, blocks, ratio):
 
 def test_selection_is_spread_over_positions(vocab, blocks):
     """No position in the block is favoured: the rate holds column by column."""
-    out = masked(mlm(vocab, mask_ratio=0.4), blocks, seed=3)
+    out = transformed(mlm(vocab, mask_ratio=0.4), blocks, seed=3)
     cols = (out["labels"] != IGNORE)[:, 1:-1].mean(0)  # the first and last are [CLS] and [SEP]
     n = len(blocks["input_ids"])
     assert np.abs(cols - 0.4).max() < (Z + 1) * np.sqrt(0.4 * 0.6 / n)  # the worst of 126 columns
@@ -120,7 +99,7 @@ def test_selection_is_spread_over_positions(vocab, blocks):
 
 @pytest.mark.parametrize("p_mask, p_random", [(0.8, 0.1), (1.0, 0.0), (0.5, 0.5), (0.0, 0.0), (0.0, 1.0)])
 def test_selected_tokens_are_masked_randomised_or_kept_in_the_configured_shares(vocab, blocks, p_mask, p_random):
-    out = masked(mlm(vocab, mask_ratio=0.4, replace_mask=p_mask, replace_random=p_random), blocks, seed=2)
+    out = transformed(mlm(vocab, mask_ratio=0.4, replace_mask=p_mask, replace_random=p_random), blocks, seed=2)
     selected = out["labels"] != IGNORE
     original, inputs = blocks["input_ids"][selected], out["input_ids"][selected]
     n = selected.sum()
@@ -139,7 +118,7 @@ def test_selected_tokens_are_masked_randomised_or_kept_in_the_configured_shares(
 
 
 def test_random_replacements_are_never_special_and_cover_the_vocabulary(vocab, blocks):
-    out = masked(mlm(vocab, mask_ratio=0.9, replace_mask=0.0, replace_random=1.0), blocks, seed=4)
+    out = transformed(mlm(vocab, mask_ratio=0.9, replace_mask=0.0, replace_random=1.0), blocks, seed=4)
     selected = out["labels"] != IGNORE
     drawn = out["input_ids"][selected]
     assert not np.isin(drawn, vocab.special_ids).any()
@@ -169,7 +148,7 @@ def test_whole_word_selects_all_pieces_of_a_word_together(tok, vocab, blocks, ra
     ids = blocks["input_ids"]
     cont = word_continuations(tok, vocab, ids)
     assert cont.sum() > 10_000, "the corpus must split many words into pieces"
-    selected = masked(mlm(vocab, mask_ratio=ratio, whole_word=True), blocks)["labels"] != IGNORE
+    selected = transformed(mlm(vocab, mask_ratio=ratio, whole_word=True), blocks)["labels"] != IGNORE
     prev = np.zeros_like(selected)
     prev[:, 1:] = selected[:, :-1]
     assert (selected[cont] == prev[cont]).all(), "a word was partly selected"
@@ -178,7 +157,7 @@ def test_whole_word_selects_all_pieces_of_a_word_together(tok, vocab, blocks, ra
     starts = eligible_of(vocab, ids) & ~cont
     assert_share((selected & starts).sum(), starts.sum(), ratio, "word selection rate")
     # Token-level masking splits words; that the check above would notice.
-    token_level = masked(mlm(vocab, mask_ratio=ratio), blocks)["labels"] != IGNORE
+    token_level = transformed(mlm(vocab, mask_ratio=ratio), blocks)["labels"] != IGNORE
     prev[:, 1:] = token_level[:, :-1]
     assert (token_level[cont] != prev[cont]).sum() > 1000
 
@@ -207,23 +186,23 @@ def test_whole_word_masking_follows_vocab_continues_word(vocab):
 def test_a_rows_mask_does_not_depend_on_its_batch(vocab, blocks):
     objective = mlm(vocab, mask_ratio=0.3, whole_word=True)
     rows = slice(0, 64)
-    whole = masked(objective, blocks, seed=7, epoch=2, rows=rows)
+    whole = transformed(objective, blocks, seed=7, epoch=2, rows=rows)
     for i in (0, 17, 63):
-        alone = masked(objective, blocks, seed=7, epoch=2, rows=slice(i, i + 1))
+        alone = transformed(objective, blocks, seed=7, epoch=2, rows=slice(i, i + 1))
         for key in whole:
             np.testing.assert_array_equal(alone[key][0], whole[key][i])
     perm = np.random.default_rng(0).permutation(64)
-    shuffled = masked(objective, blocks, seed=7, epoch=2, rows=perm)
+    shuffled = transformed(objective, blocks, seed=7, epoch=2, rows=perm)
     for key in whole:
         np.testing.assert_array_equal(shuffled[key], whole[key][perm])
     # Mixed with other rows, in another batch size.
-    mixed = masked(objective, blocks, seed=7, epoch=2, rows=np.r_[200:300, 10:20])
+    mixed = transformed(objective, blocks, seed=7, epoch=2, rows=np.r_[200:300, 10:20])
     np.testing.assert_array_equal(mixed["input_ids"][100:], whole["input_ids"][10:20])
 
 
 def test_the_same_seed_epoch_and_row_give_the_same_mask(vocab, blocks):
-    a = masked(mlm(vocab), blocks, seed=1, epoch=3)
-    b = masked(mlm(vocab), blocks, seed=1, epoch=3)
+    a = transformed(mlm(vocab), blocks, seed=1, epoch=3)
+    b = transformed(mlm(vocab), blocks, seed=1, epoch=3)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 
@@ -231,8 +210,8 @@ def test_the_same_seed_epoch_and_row_give_the_same_mask(vocab, blocks):
 @pytest.mark.parametrize("other", [dict(seed=0, epoch=1), dict(seed=1, epoch=0)], ids=["epoch", "seed"])
 def test_another_epoch_or_seed_draws_an_independent_mask(vocab, blocks, other):
     ratio = 0.15
-    first = masked(mlm(vocab, mask_ratio=ratio), blocks, seed=0, epoch=0)["labels"] != IGNORE
-    second = masked(mlm(vocab, mask_ratio=ratio), blocks, **other)["labels"] != IGNORE
+    first = transformed(mlm(vocab, mask_ratio=ratio), blocks, seed=0, epoch=0)["labels"] != IGNORE
+    second = transformed(mlm(vocab, mask_ratio=ratio), blocks, **other)["labels"] != IGNORE
     eligible = eligible_of(vocab, blocks["input_ids"])
     assert not (first == second).all(axis=1).any(), "some row kept its mask"
     assert_share((first & second).sum(), eligible.sum(), ratio * ratio, "selected in both")

@@ -1,7 +1,6 @@
 """Property tests of T5 span corruption, its model, and a learning check.
 
-The blocks are real packed text (a small WordPiece tokenizer trained on the synthetic corpus,
-with T5's 100 sentinels added). Every check reads the noise back out of the transform's output
+The blocks are real packed text (``blocks.py``, with T5's 100 sentinels added). Every check reads the noise back out of the transform's output
 (``input_ids`` and ``labels`` merged again), not out of the objective's internals, so a bug in
 how the spans are written out shows up as well as one in how they are drawn.
 """
@@ -12,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from sslab import synthetic, tokenizer
-from sslab.config import ConfigError, EvalConfig, ModelConfig, SyntheticConfig, TokenizerConfig
+from sslab import tokenizer
+from sslab.config import ConfigError, EvalConfig, ModelConfig
 from sslab.objectives.base import RowRandom
 from sslab.objectives.span import NUM_SENTINELS, Span, SpanConfig, span_counts
-from sslab.pipeline import pack
 
+from blocks import corpus_tokenizer, packed, transformed
 from learning import learn
 
 SEQ_LEN = 128
@@ -25,11 +24,7 @@ SEQ_LEN = 128
 
 @pytest.fixture(scope="module")
 def tok():
-    texts = synthetic.generate(SyntheticConfig(seed=5), 0, 300)["text"]
-    tok = tokenizer.train_tokenizer(TokenizerConfig(vocab_size=1000), list(texts), SEQ_LEN)
-    tok.add_special_tokens({"additional_special_tokens": Span.extra_tokens(SpanConfig())},
-                           replace_extra_special_tokens=False)
-    return tok
+    return corpus_tokenizer(max_len=SEQ_LEN, extra=Span.extra_tokens(SpanConfig()))
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +35,11 @@ def vocab(tok):
 @pytest.fixture(scope="module")
 def blocks(tok, vocab):
     """About 800 packed blocks of 128 tokens: ``input_ids`` (int64) and ``row_id``."""
-    texts = synthetic.generate(SyntheticConfig(seed=5), 300, 1700)["text"]
-    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
-    table = pack(ids, SEQ_LEN, vocab.cls_id, vocab.sep_id)
-    return {"input_ids": table.column("input_ids").combine_chunks().to_numpy_ndarray().astype(np.int64),
-            "row_id": table.column("row_id").to_numpy()}
+    return packed(tok, vocab, SEQ_LEN, 1700)
 
 
 def span(vocab, **cfg) -> Span:
     return Span(SpanConfig(**cfg), vocab)
-
-
-def corrupted(objective, blocks, seed=0, epoch=0, rows=slice(None)):
-    ids, row_ids = blocks["input_ids"][rows], blocks["row_id"][rows]
-    return objective.transform({"input_ids": ids}, RowRandom(seed, epoch, row_ids))
 
 
 def merge(inputs: np.ndarray, labels: np.ndarray, sentinels) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +83,7 @@ def runs(mask: np.ndarray) -> np.ndarray:
 def test_inputs_and_labels_give_back_the_original_body(vocab, blocks, cfg):
     ids = blocks["input_ids"]
     before = ids.copy()
-    out = corrupted(span(vocab, **cfg), blocks, rows=slice(0, 200))
+    out = transformed(span(vocab, **cfg), blocks, rows=slice(0, 200))
     assert set(out) == {"input_ids", "labels"}
     assert out["input_ids"].dtype == out["labels"].dtype == np.int64
     body, noise = merged(out, vocab)
@@ -107,19 +93,19 @@ def test_inputs_and_labels_give_back_the_original_body(vocab, blocks, cfg):
 
 
 def test_widths_are_fixed_by_the_length_alone(vocab, blocks):
-    out = corrupted(span(vocab, noise_density=0.3, mean_span=2.0), blocks)
+    out = transformed(span(vocab, noise_density=0.3, mean_span=2.0), blocks)
     noise, spans = span_counts(SEQ_LEN - 2, 0.3, 2.0)
     assert (noise, spans) == (38, 19)
     assert out["input_ids"].shape == (len(blocks["input_ids"]), SEQ_LEN - noise + spans)
     assert out["labels"].shape == (len(blocks["input_ids"]), noise + spans + 1)
-    empty = corrupted(span(vocab, noise_density=0.3, mean_span=2.0), blocks, rows=slice(0, 0))
+    empty = transformed(span(vocab, noise_density=0.3, mean_span=2.0), blocks, rows=slice(0, 0))
     assert empty["input_ids"].shape == (0, out["input_ids"].shape[1])
     assert empty["labels"].shape == (0, noise + spans + 1)
 
 
 def test_cls_and_final_sep_are_untouched_and_the_labels_end_with_sep(vocab, blocks):
     ids = blocks["input_ids"]
-    out = corrupted(span(vocab, noise_density=0.6, mean_span=1.0), blocks)
+    out = transformed(span(vocab, noise_density=0.6, mean_span=1.0), blocks)
     np.testing.assert_array_equal(out["input_ids"][:, 0], ids[:, 0])
     assert (out["input_ids"][:, 0] == vocab.cls_id).all()
     assert (out["input_ids"][:, -1] == vocab.sep_id).all() and (out["labels"][:, -1] == vocab.sep_id).all()
@@ -130,7 +116,7 @@ def test_cls_and_final_sep_are_untouched_and_the_labels_end_with_sep(vocab, bloc
 
 def test_sentinels_appear_in_order_once_each(vocab, blocks):
     sentinels = np.array(vocab.extra_ids)
-    out = corrupted(span(vocab, noise_density=0.4, mean_span=1.5), blocks)
+    out = transformed(span(vocab, noise_density=0.4, mean_span=1.5), blocks)
     _, spans = span_counts(SEQ_LEN - 2, 0.4, 1.5)
     for key in ("input_ids", "labels"):
         is_sentinel = np.isin(out[key], sentinels)
@@ -149,7 +135,7 @@ def test_sentinels_appear_in_order_once_each(vocab, blocks):
 
 @pytest.mark.parametrize("density, mean_span", [(0.15, 3.0), (0.3, 5.0), (0.5, 1.0), (0.1, 2.5)])
 def test_realised_density_and_mean_span_match_the_config(vocab, blocks, density, mean_span):
-    out = corrupted(span(vocab, noise_density=density, mean_span=mean_span), blocks, seed=3)
+    out = transformed(span(vocab, noise_density=density, mean_span=mean_span), blocks, seed=3)
     _, noise = merged(out, vocab)
     length = noise.shape[1]
     # Counts are T5's roundings of length * density and of noise / mean_span, the same in every
@@ -177,7 +163,7 @@ def test_realised_density_and_mean_span_match_the_config(vocab, blocks, density,
 def test_noise_is_spread_over_the_body(vocab, blocks):
     """Every position is noise at about the density, but for the ends: T5's layout opens on a
     clean span and closes on a noise span."""
-    out = corrupted(span(vocab, noise_density=0.3, mean_span=3.0), blocks, seed=2)
+    out = transformed(span(vocab, noise_density=0.3, mean_span=3.0), blocks, seed=2)
     _, noise = merged(out, vocab)
     assert noise[:, -1].all()
     assert not noise[:, 0].any()  # and the first is never: a clean span comes first
@@ -201,11 +187,11 @@ def test_spans_are_capped_by_the_clean_tokens():
 
 def test_the_same_seed_epoch_and_row_give_the_same_corruption(vocab, blocks):
     objective = span(vocab)
-    whole = corrupted(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
-    again = corrupted(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    whole = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    again = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
     perm = np.random.default_rng(0).permutation(64)
-    shuffled = corrupted(objective, blocks, seed=7, epoch=2, rows=perm)
-    alone = corrupted(objective, blocks, seed=7, epoch=2, rows=slice(17, 18))
+    shuffled = transformed(objective, blocks, seed=7, epoch=2, rows=perm)
+    alone = transformed(objective, blocks, seed=7, epoch=2, rows=slice(17, 18))
     for key in whole:
         np.testing.assert_array_equal(again[key], whole[key])
         np.testing.assert_array_equal(shuffled[key], whole[key][perm])
@@ -214,8 +200,8 @@ def test_the_same_seed_epoch_and_row_give_the_same_corruption(vocab, blocks):
 
 @pytest.mark.parametrize("other", [dict(seed=0, epoch=1), dict(seed=1, epoch=0)], ids=["epoch", "seed"])
 def test_another_epoch_or_seed_draws_new_spans(vocab, blocks, other):
-    first = merged(corrupted(span(vocab), blocks, seed=0, epoch=0), vocab)[1]
-    second = merged(corrupted(span(vocab), blocks, **other), vocab)[1]
+    first = merged(transformed(span(vocab), blocks, seed=0, epoch=0), vocab)[1]
+    second = merged(transformed(span(vocab), blocks, **other), vocab)[1]
     assert not (first == second).all(axis=1).any(), "some row kept its spans"
     # Independent layouts: noise in both at about density squared, away from the pinned ends.
     both = (first & second)[:, 10:-10].mean()
@@ -296,7 +282,7 @@ def test_build_train_export_and_reload(vocab, blocks, tmp_path):
     assert model.config.is_gated_act and model.config.dropout_rate == 0.0
     assert model.config._attn_implementation == "sdpa"
     assert objective.build_model(ModelConfig(dropout=0.1)).config.dropout_rate == 0.1
-    batch = {k: torch.as_tensor(v) for k, v in corrupted(objective, blocks, rows=slice(0, 4)).items()}
+    batch = {k: torch.as_tensor(v) for k, v in transformed(objective, blocks, rows=slice(0, 4)).items()}
     loss, _ = objective.loss(model, batch)
     assert abs(loss.item() - math.log(vocab.size)) < 2  # a sane start
     loss.backward()
