@@ -15,6 +15,15 @@ PRETRAIN_EXAMPLES = """examples:
   (rerun the same command to resume from the run's last checkpoint)
 """
 
+TUNE_EXAMPLES = """examples:
+  sslab tune mlm_masking --out runs/masking                       (a shipped space, at the scale it was written for)
+  sslab tune mlm_masking --out runs/m --num-samples 8 model.preset=tiny train.max_steps=200
+  sslab tune my_space.yaml --out runs/s scheduler.grace_period=500 resources.workers=2
+  sslab tune mlm_masking --out runs/masking --resume               (continue an interrupted search)
+  key=value sets a search key (num_samples, metric, mode, scheduler.*, search.*, resources.*,
+  max_concurrent_trials) or else the base config of every trial (model.preset, train.lr, ...)
+"""
+
 # Shorthand flags and the config keys they set.
 FLAGS = {"objective": "objective.name", "corpus": "corpus.source", "preset": "model.preset",
          "workers": "scaling.num_workers", "max_steps": "train.max_steps", "out": "run.out"}
@@ -62,6 +71,52 @@ def print_summary(summary: dict) -> None:
     print(f"  model   {summary['model_dir']}")
 
 
+def add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search hyperparameters with Ray Tune", epilog=TUNE_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a search-space file: every trial is a pretraining run; trials rank by a "
+                                   "fixed-protocol metric. Shipped spaces: see `sslab spaces`.")
+    p.add_argument("spec", help="search-space YAML file, or the name of a shipped one (e.g. mlm_masking)")
+    p.add_argument("--out", help="search directory (default runs/<space name>)")
+    p.add_argument("--num-samples", type=int, help="trials to run (overrides the file's num_samples)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="search keys or base config overrides")
+
+
+def cmd_tune(args) -> int:
+    from sslab.search import tune
+
+    overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples else [])
+    result = tune(args.spec, out=args.out, resume=args.resume, overrides=overrides)
+    print_search(result)
+    return 0
+
+
+def print_search(result) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 30, "display.width", 200, "display.precision", 4):
+        print("\n[sslab] search finished: trials ranked best first\n")
+        print(result.table.drop(columns=["error"]).to_string(index=False))
+    errors = result.table[result.table["status"] == "ERROR"]
+    for row in errors.itertuples():
+        print(f"  trial {row.trial_id} failed: {row.error}")
+    print(f"\n  results  {result.results_csv}")
+    print(f"  best     {result.best['model_dir']}" if result.best else "  best     (no trial finished)")
+
+
+def cmd_spaces(args) -> int:
+    from sslab.search_spec import load_spec, shipped_spaces
+
+    for path in shipped_spaces():
+        spec = load_spec(path)
+        space = ", ".join(f"{d.field} {d.describe()}" for d in spec.domains)
+        print(f"{path.stem:<20} {spec.description}")
+        print(f"{'':<20} space: {space}")
+        print(f"{'':<20} rank by {spec.metric} ({spec.mode}); {spec.scheduler.name}, {spec.num_samples} trials")
+    return 0
+
+
 def cmd_objectives(args) -> int:
     from sslab import objectives
     from sslab.objectives.mixture import FAMOUS
@@ -83,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sslab", description="Self-supervised LM pretraining on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_pretrain(sub)
+    add_tune(sub)
     sub.add_parser("objectives", help="list the objectives, their knobs and metrics")
+    sub.add_parser("spaces", help="list the shipped search spaces")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
-    handler = {"pretrain": cmd_pretrain, "objectives": cmd_objectives}[args.command]
+    handler = {"pretrain": cmd_pretrain, "tune": cmd_tune, "objectives": cmd_objectives,
+               "spaces": cmd_spaces}[args.command]
     try:
         return handler(args)
     except SslabError as e:

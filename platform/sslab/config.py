@@ -208,12 +208,15 @@ class ScalingConfig:
     """``None``: use GPUs when the cluster has them; ``true``/``false`` to force."""
     cpus_per_worker: float = 1.0
     """CPUs reserved by each worker (also its torch thread count on CPU)."""
+    gpus_per_worker: float = 1.0
+    """GPUs reserved by each worker when it uses GPUs; a fraction packs several runs on one GPU."""
     max_failures: int = 0
     """Restarts of the worker group from the last checkpoint before the run fails."""
 
     def __post_init__(self):
         check(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
         check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "a positive number")
+        check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "a positive number")
         check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
 
 

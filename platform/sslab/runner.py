@@ -56,14 +56,28 @@ class RunData:
     probe: dict | None
 
 
-def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> RunResult:
+@dataclass
+class TrialHooks:
+    """How a Tune trial drives a run (see ``sslab.search``): Ray Train callbacks that forward its
+    reports, and for a PBT restart the checkpoint to start from and a fresh Train run to hold it."""
+
+    callbacks: list = field(default_factory=list)
+    start_from: str | None = None
+    """Checkpoint directory to load weights, optimizer and step from (PBT's exploit)."""
+    restart: int = 0
+    """Number of this restart within the run directory (0: the run itself)."""
+
+
+def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None,
+             hooks: TrialHooks | None = None) -> RunResult:
     """Pretrain one model; ``config`` is a :class:`Config`, a nested dict or a YAML path.
 
     Rerunning with the same ``run.out`` resumes from that directory's last checkpoint.
     """
     cfg = as_config(config, overrides)
+    hooks = hooks or TrialHooks()
     started = time.time()
-    run_dir = runs.prepare(cfg)
+    run_dir = runs.prepare(cfg, replace=hooks.restart > 0)
     corpus.resolve_files(cfg.corpus)  # missing paths fail here, before Ray starts
     init_ray(cfg)
     check_resources(cfg)
@@ -71,7 +85,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
         data = prepare_data(cfg, run_dir)
     except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
         raise (find_sslab_error(e) or e) from None
-    result = fit(cfg, run_dir, data)
+    result = fit(cfg, run_dir, data, hooks)
     summary = finish(cfg, run_dir, data, result, time.time() - started)
     return RunResult(run_dir=run_dir, summary=summary, config=cfg)
 
@@ -111,9 +125,9 @@ def check_resources(cfg: Config) -> None:
     if res.get("CPU", 0) < need_cpu:
         raise RunError(f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g} needs "
                        f"{need_cpu:g} CPUs but the Ray cluster has {res.get('CPU', 0):g}")
-    if use_gpu(cfg) and res.get("GPU", 0) < s.num_workers:
-        raise RunError(f"scaling.use_gpu=true with {s.num_workers} workers needs {s.num_workers} GPUs "
-                       f"but the Ray cluster has {res.get('GPU', 0):g}")
+    if use_gpu(cfg) and res.get("GPU", 0) < s.num_workers * s.gpus_per_worker:
+        raise RunError(f"scaling.use_gpu=true with {s.num_workers} workers x {s.gpus_per_worker:g} GPUs needs "
+                       f"{s.num_workers * s.gpus_per_worker:g} GPUs but the Ray cluster has {res.get('GPU', 0):g}")
 
 
 def sample_texts(docs, n: int):
@@ -177,9 +191,13 @@ def fail_at_step() -> int | None:
     return int(value) if value else None
 
 
-def fit(cfg: Config, run_dir: Path, data: RunData):
+def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
     """Build the epoch stream and run the ``TorchTrainer``; sslab errors surface unwrapped."""
     t, s = cfg.train, cfg.scaling
+    gpu = use_gpu(cfg)
+    # A restart is a new Train run inside the run directory: Train would otherwise resume the
+    # run's own latest checkpoint rather than the one PBT chose.
+    storage, name = (run_dir, f"restart_{hooks.restart}") if hooks.restart else (run_dir.parent, run_dir.name)
     blocks_per_step = t.batch_size * t.grad_accum * s.num_workers
     n_epochs = pipeline.epochs_needed(data.num_train_blocks, blocks_per_step, t.max_steps, s.num_workers, t.batch_size)
     train_ds = pipeline.epochs(data.train_blocks, data.objective, t.seed, 0, n_epochs)
@@ -187,11 +205,12 @@ def fit(cfg: Config, run_dir: Path, data: RunData):
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
                            "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
-                           "run_dir": str(run_dir), "fail_at_step": fail_at_step()},
-        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=use_gpu(cfg),
-                                               resources_per_worker={"CPU": s.cpus_per_worker}),
+                           "run_dir": str(run_dir), "fail_at_step": fail_at_step(), "start_from": hooks.start_from},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=gpu,
+            resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}),
         run_config=ray.train.RunConfig(
-            name=run_dir.name, storage_path=str(run_dir.parent),
+            name=name, storage_path=str(storage), callbacks=hooks.callbacks,
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),

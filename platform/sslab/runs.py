@@ -36,8 +36,10 @@ def config_changes(old: dict, new: dict) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
 
 
-def prepare(cfg: Config) -> Path:
-    """Create (or reopen) ``run.out`` and write the resolved ``config.yaml`` into it."""
+def prepare(cfg: Config, replace: bool = False) -> Path:
+    """Create (or reopen) ``run.out`` and write the resolved ``config.yaml`` into it.
+
+    ``replace``: the config may differ from the saved one (a PBT restart with perturbed knobs)."""
     run_dir = Path(cfg.run.out).expanduser().resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,7 @@ def prepare(cfg: Config) -> Path:
         raise RunError(f"run.out={cfg.run.out!r} is not a writable directory ({e.strerror})") from None
     saved = run_dir / "config.yaml"
     new = yaml.safe_load(cfg.to_yaml())
-    if saved.is_file():
+    if saved.is_file() and not replace:
         old = yaml.safe_load(saved.read_text()) or {}
         changed = config_changes(old, new)
         if changed:

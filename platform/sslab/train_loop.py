@@ -134,7 +134,7 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     model = ray.train.torch.prepare_model(objective.build_model(cfg.model))
     optimizer = build_optimizer(model, cfg.train, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
-    restored = checkpoint.restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
+    restored = restore(loop_cfg, unwrap(model), optimizer, scheduler, cfg.train)
     counters = Counters(**restored) if restored else Counters()
     peak = models.peak_flops(device)
     quiet = cfg.run.quiet or ctx.get_world_rank() != 0
@@ -143,6 +143,20 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
                     ctx.get_world_size(), models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None,
                     peak)
     return worker, restored
+
+
+def restore(loop_cfg: dict, model, optimizer, scheduler, train_cfg) -> dict | None:
+    """Resume the run's own latest checkpoint, else start from ``start_from`` (PBT's exploit):
+    its weights, optimizer and step, under this trial's (perhaps perturbed) learning rate."""
+    own = ray.train.get_checkpoint()
+    start = loop_cfg.get("start_from")
+    if own is not None or not start:
+        return checkpoint.restore(own, model, optimizer, scheduler)
+    counters = checkpoint.restore(ray.train.Checkpoint(start), model, optimizer, scheduler)
+    scheduler.base_lrs = [train_cfg.lr] * len(optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = train_cfg.lr, train_cfg.lr * lr_factor(scheduler.last_epoch, train_cfg)
+    return counters
 
 
 def train_loop_per_worker(loop_cfg: dict) -> None:

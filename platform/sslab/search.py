@@ -1,0 +1,382 @@
+"""Ray Tune searches: every trial is a pretraining run (a ``TorchTrainer`` inside a Tune trial).
+
+A search directory holds::
+
+    search.yaml        the resolved search (base config, space, metric, scheduler, resources)
+    tokenizer/         trained once and shared, so every trial sees the same vocabulary
+    trials/<id>/       each trial's run directory (config.yaml, metrics.jsonl, checkpoints, model/)
+    tune/              Ray Tune's experiment state: ``--resume`` continues from it
+    results.csv        one row per trial, ranked by the search's fixed-protocol metric
+    best/              the best finished trial's model/ (with its tokenizer) and trial.json
+
+Trials rank by fixed-protocol metrics (masked-token loss at 15 %, perplexity, probe accuracy),
+never by their own training loss, which is not comparable across mask ratios or objectives.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import yaml
+
+from sslab import config as config_mod
+from sslab import corpus
+from sslab import tokenizer as tokenizers_mod
+from sslab.errors import RunError, find_sslab_error
+from sslab.search_spec import SearchSpec, load_spec
+
+log = logging.getLogger("sslab")
+DATA_CPUS = 1  # CPUs each trial leaves to Ray Data for tokenising and masking
+TRIAL_MEMORY = 2**20  # bytes of logical memory a Tune trial reserves: it only drives its run
+
+
+@dataclass
+class SearchResult:
+    """A finished search: its directory, the ranked trial table and the best trial."""
+
+    search_dir: Path
+    table: object  # pandas.DataFrame, one row per trial, best first
+    best: dict | None
+    """The best finished trial: ``trial_id``, ``params``, ``metrics``, ``run_dir``, ``model_dir`` (in ``best/``)."""
+
+    @property
+    def results_csv(self) -> Path:
+        return self.search_dir / "results.csv"
+
+
+def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides: list[str] | None = None,
+         **fields) -> SearchResult:
+    """Run the search ``spec`` (a shipped name like ``"mlm_masking"``, a YAML path, a mapping or a
+    :class:`SearchSpec`) into ``out``; ``resume=True`` continues an interrupted one.
+
+    ``overrides`` (``["model.preset=tiny"]``) and keyword ``fields`` (``num_samples=4``, or
+    ``**{"train.max_steps": 200}``; ``__`` stands for ``.``) set search keys or the base config.
+    """
+    extra = [f"{k.replace('__', '.')}={v}" for k, v in fields.items()]
+    spec = load_spec(spec, list(overrides or []) + extra)
+    search_dir = prepare_dir(spec, out, resume)
+    init_ray(spec)
+    concurrent = concurrency(spec)
+    base = with_shared_tokenizer(spec, search_dir)
+    setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
+                       metric=spec.metric, pbt=spec.scheduler.name == "pbt")
+    tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
+    grid = tuner.fit()
+    table = results_table(grid, spec)
+    table.to_csv(search_dir / "results.csv", index=False)
+    best = export_best(table, search_dir)
+    return SearchResult(search_dir, table, best)
+
+
+# ---------------------------------------------------------------- before Ray
+
+
+def prepare_dir(spec: SearchSpec, out, resume: bool) -> Path:
+    """Create the search directory; refuse to mix two searches or to resume what is not there."""
+    search_dir = Path(out or f"runs/{spec.name}").expanduser().resolve()
+    saved = search_dir / "search.yaml"
+    text = yaml.safe_dump(spec_dict(spec), sort_keys=False)
+    if resume:
+        if not (search_dir / "tune").is_dir():
+            raise RunError(f"--resume: {search_dir} holds no search to resume")
+        if saved.is_file() and saved.read_text() != text:
+            raise RunError(f"--resume: {search_dir} holds a different search; resume it unchanged "
+                           f"(its search.yaml) or choose another --out")
+    elif (search_dir / "tune").exists():
+        raise RunError(f"{search_dir} already holds a search: pass --resume to continue it, or choose another --out")
+    try:
+        search_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text)
+    except OSError as e:
+        raise RunError(f"--out {str(search_dir)!r} is not a writable directory ({e.strerror})") from None
+    return search_dir
+
+
+def spec_dict(spec: SearchSpec) -> dict:
+    out = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
+    return config_mod._plain({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()})
+
+
+def init_ray(spec: SearchSpec) -> None:
+    """Join ``RAY_ADDRESS`` (or the base's ``run.ray_address``), or start a local Ray for one trial at least."""
+    if ray.is_initialized():
+        return
+    address = spec.base_config().run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    r = spec.resources
+    needed = math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS
+    ray.init(num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
+
+
+def concurrency(spec: SearchSpec) -> int:
+    """How many trials run at once: what the cluster holds, capped by ``max_concurrent_trials``.
+
+    The Tune trial itself reserves nothing (it only drives its Train run), so Tune cannot see
+    this limit; without it every trial would start and most would wait for workers."""
+    res, r = ray.cluster_resources(), spec.resources
+    per_trial = r.workers * r.cpus_per_worker + DATA_CPUS
+    fits = int(res.get("CPU", 0) // per_trial)
+    gpus = r.gpus_per_worker if r.gpus_per_worker is not None else (1.0 if res.get("GPU", 0) > 0 else 0.0)
+    if gpus > 0:
+        fits = min(fits, int(res.get("GPU", 0) // (r.workers * gpus)))
+    if fits < 1:
+        raise RunError(f"a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPUs (+{DATA_CPUS} for Ray Data)"
+                       + (f" and {r.workers * gpus:g} GPUs" if gpus else "")
+                       + f" but the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs; "
+                         "lower resources.workers or resources.cpus_per_worker")
+    return min(fits, spec.max_concurrent_trials or fits)
+
+
+def with_shared_tokenizer(spec: SearchSpec, search_dir: Path) -> dict:
+    """The base config with ``tokenizer.path`` set to one tokenizer trained for the whole search.
+
+    WordPiece training is not deterministic (tokenizers#1794): trials that each trained their
+    own would differ in vocabulary as well as in the searched knob. Searching a tokenizer or
+    corpus field, or a base that names a tokenizer, leaves every trial its own.
+    """
+    cfg = spec.base_config()
+    if cfg.tokenizer.path or any(d.field.startswith(("tokenizer.", "corpus.")) for d in spec.domains):
+        return spec.base
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False
+    try:
+        corpus.resolve_files(cfg.corpus)
+        docs = corpus.read_documents(cfg.corpus)
+        train_docs, _ = corpus.split(docs, cfg.corpus.val_fraction)
+        from sslab.runner import sample_texts
+
+        tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample_texts(train_docs, cfg.tokenizer.sample_docs),
+                                         search_dir, cfg.model.max_positions, fallback_path=cfg.model.init_from)
+    except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+        raise (find_sslab_error(e) or e) from None
+    return config_mod.merge(spec.base, {"tokenizer": {"path": str(search_dir / "tokenizer")}})
+
+
+# ---------------------------------------------------------------- one trial
+
+
+@dataclass
+class TrialSetup:
+    """What every trial needs from the driver (picklable)."""
+
+    base: dict
+    params: list[str]
+    search_dir: str
+    metric: str
+    pbt: bool
+
+    def config(self, params: dict, run_dir: Path) -> config_mod.Config:
+        tree = config_mod.merge(self.base, {"run": {"out": str(run_dir), "quiet": True}})
+        for key in self.params:
+            config_mod.set_dotted(tree, key, params[key])
+        if self.pbt:  # PBT exploits at reports: each must carry a checkpoint
+            train = tree.setdefault("train", {})
+            train["checkpoint_every"] = config_mod.build(tree).train.eval_every
+        return config_mod.build(tree)
+
+
+def run_trial(params: dict, setup: TrialSetup) -> None:
+    """Tune's trainable: one pretraining run whose fixed-protocol reports go to Tune as they come."""
+    from ray import tune as ray_tune
+    from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from sslab.runner import TrialHooks
+
+    run_dir = Path(setup.search_dir) / "trials" / ray_tune.get_context().get_trial_id()
+    cfg = setup.config(params, run_dir)
+    start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
+    restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
+    queue = Queue(actor_options={"num_cpus": 0})
+    hooks = TrialHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart)
+    # The run leaves the trial's placement group, which Tune would capture its Ray Data tasks
+    # into: it schedules like a standalone run, and dies with the trial when Tune stops it.
+    run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    done = run.remote(cfg, hooks)
+    while True:
+        finished = bool(ray.wait([done], timeout=0)[0])
+        try:
+            metrics, ckpt = queue.get(timeout=1.0)
+        except Empty:
+            if finished:
+                break
+            continue
+        if setup.metric in metrics:  # a report without evaluation (a checkpoint only) is not a result
+            if metrics.get("step", 0) >= cfg.train.max_steps:
+                ray.wait([done])  # the last result may end the trial: let the run export its model first
+            checkpoint = ray_tune.Checkpoint.from_directory(ckpt) if setup.pbt and ckpt else None
+            ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)
+    try:
+        ray.get(done)
+    except Exception as e:
+        raise (find_sslab_error(e) or e) from None
+
+
+def tune_result(metrics: dict, metric: str) -> dict:
+    """The numbers of a report, ranking metric first (Tune's progress table shows the first few)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    first = [metric, *sorted(k for k in numbers if k.startswith(("eval_", "probe_")) and k != metric), "step", "tokens"]
+    return {**{k: numbers[k] for k in first if k in numbers}, **numbers}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def drive_run(cfg, hooks) -> dict:
+    from sslab.runner import pretrain
+
+    return pretrain(cfg, hooks=hooks).summary
+
+
+def _forward_base():
+    from ray.train.v2.api.callback import UserCallback
+
+    return UserCallback
+
+
+class ForwardReports(_forward_base()):
+    """A Ray Train callback (run in Train's controller) that hands every report to the trial."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        try:
+            self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+        except ray.exceptions.RayActorError:
+            pass  # the trial is gone (stopped by the scheduler): this run is being stopped too
+
+
+# ---------------------------------------------------------------- Tune
+
+
+def scheduler_of(spec: SearchSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    s, max_steps = spec.scheduler, spec.max_steps
+    if s.name == "asha":
+        return ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(s.grace_period, max_steps),
+                             reduction_factor=s.reduction_factor)
+    if s.name == "pbt":
+        domains = spec.mutable()
+        return PopulationBasedTraining(
+            time_attr="step", perturbation_interval=s.perturbation_interval,
+            hyperparam_mutations={d.field: d.to_tune() for d in domains},
+            quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
+            custom_explore_fn=Clip(domains), synch=False)
+    return FIFOScheduler()
+
+
+@dataclass
+class Clip:
+    """PBT's explore multiplies by 0.8 or 1.2; keep the result a value the config accepts."""
+
+    domains: list
+
+    def __call__(self, config: dict) -> dict:
+        for d in self.domains:
+            config[d.field] = d.clip(config[d.field])
+        return config
+
+
+def search_alg_of(spec: SearchSpec, concurrent: int):
+    from ray.tune.search import BasicVariantGenerator
+
+    if spec.search.name == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+            import optuna  # noqa: F401  (OptunaSearch imports it lazily)
+        except ImportError:
+            raise RunError("search.name='optuna' needs Optuna: pip install 'sslab[optuna]'") from None
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), max_concurrent=concurrent)
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrent)
+
+
+def build_tuner(spec: SearchSpec, setup: TrialSetup, search_dir: Path, concurrent: int, resume: bool):
+    from ray import tune as ray_tune
+
+    # A trial only drives its run, which reserves its own workers, so it holds no CPU: a token of
+    # memory (Tune needs some resource), and max_concurrent_trials keeps the cluster from overbooking.
+    resources = ray_tune.PlacementGroupFactory([{"memory": TRIAL_MEMORY}])
+    trainable = ray_tune.with_resources(ray_tune.with_parameters(run_trial, setup=setup), resources)
+    if resume:
+        return ray_tune.Tuner.restore(str(search_dir / "tune"), trainable, resume_unfinished=True,
+                                      resume_errored=False, restart_errored=False)
+    return ray_tune.Tuner(
+        trainable,
+        param_space={d.field: d.to_tune() for d in spec.domains},
+        tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                                        scheduler=scheduler_of(spec), search_alg=search_alg_of(spec, concurrent),
+                                        reuse_actors=False,
+                                        trial_dirname_creator=trial_dirname),
+        run_config=ray_tune.RunConfig(name="tune", storage_path=str(search_dir), verbose=1,
+                                      failure_config=ray_tune.FailureConfig(max_failures=0)),
+    )
+
+
+def trial_dirname(trial) -> str:
+    """Tune's directory of a trial is named by its id, like its run directory in ``trials/``."""
+    return trial.trial_id
+
+
+# ---------------------------------------------------------------- results
+
+
+def results_table(grid, spec: SearchSpec):
+    """One row per trial, best first: params, status, fixed-protocol metrics, steps, tokens, wall time."""
+    import pandas as pd
+
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        row = {"trial_id": Path(result.path).name, **{d.field: result.config.get(d.field) for d in spec.domains}}
+        row["status"] = status_of(result, spec.max_steps)
+        row.update({k: v for k, v in sorted(m.items()) if k.startswith(("eval_", "probe_"))})
+        row.update(step=m.get("step"), tokens=m.get("tokens"), wall_s=round(m.get("time_total_s", 0.0), 1),
+                   error=error_line(result.error) if result.error else "")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if spec.metric in table:
+        table = table.sort_values(spec.metric, ascending=spec.mode == "min", na_position="last", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def status_of(result, max_steps: int) -> str:
+    if result.error:
+        return "ERROR"
+    step = (result.metrics or {}).get("step") or 0
+    return "FINISHED" if step >= max_steps else "STOPPED"
+
+
+def error_line(error: BaseException) -> str:
+    ours = find_sslab_error(error)
+    if ours is not None:
+        return str(ours)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def export_best(table, search_dir: Path) -> dict | None:
+    """Copy the best finished trial's model/ (and tokenizer) into ``best/``."""
+    for row in table.to_dict("records"):
+        run_dir = search_dir / "trials" / str(row["trial_id"])
+        if row["status"] != "FINISHED" or not (run_dir / "model").is_dir():
+            continue
+        best = search_dir / "best"
+        shutil.rmtree(best, ignore_errors=True)
+        shutil.copytree(run_dir / "model", best / "model")
+        info = {"trial_id": row["trial_id"], "run_dir": str(run_dir), "model_dir": str(best / "model"),
+                "params": {k: row[k] for k in table.columns if "." in k},
+                "metrics": {k: row[k] for k in table.columns if k.startswith(("eval_", "probe_"))}}
+        (best / "trial.json").write_text(json.dumps(info, indent=2, default=str))
+        return info
+    return None
