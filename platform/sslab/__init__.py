@@ -4,6 +4,8 @@
 >>> cfg = sslab.load_config(overrides=["model.preset=tiny", "train.max_steps=100"])
 >>> result = sslab.pretrain(cfg)            # doctest: +SKIP
 >>> result.summary["eval_mlm_acc"], result.model_dir   # doctest: +SKIP
+>>> search = sslab.tune("mlm_masking", out="runs/masking", **{"model.preset": "tiny"})  # doctest: +SKIP
+>>> search.table.head(), search.best["model_dir"]   # doctest: +SKIP
 """
 from sslab.config import Config
 from sslab.config import load as load_config
@@ -17,5 +19,12 @@ def pretrain(config, **kwargs):
     return _pretrain(config, **kwargs)
 
 
-__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "pretrain"]
+def tune(spec, **kwargs):
+    """Run a hyperparameter search; see :func:`sslab.search.tune`."""
+    from sslab.search import tune as _tune
+
+    return _tune(spec, **kwargs)
+
+
+__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "pretrain", "tune"]
 __version__ = "0.1.0"

@@ -268,7 +268,7 @@ def scheduler_of(spec: SearchSpec):
         domains = spec.mutable()
         return PopulationBasedTraining(
             time_attr="step", perturbation_interval=s.perturbation_interval,
-            hyperparam_mutations={d.field: d.to_tune() for d in domains},
+            hyperparam_mutations={d.field: d.mutation() for d in domains},
             quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
             custom_explore_fn=Clip(domains), synch=False)
     return FIFOScheduler()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
+import math
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,10 @@ class Domain:
                 "choice": lambda: tune.choice(list(self.args)),
                 "grid": lambda: tune.grid_search(list(self.args))}[self.kind]()
 
+    def mutation(self):
+        """What PBT's explore draws from: the values of a choice or grid, else the Tune domain."""
+        return list(self.args) if self.kind in ("choice", "grid") else self.to_tune()
+
     def describe(self) -> str:
         return f"{self.kind} {list(self.args)}"
 
@@ -89,6 +95,8 @@ def parse_domain(name: str, spec: Any) -> Domain:
             check(lo > 0, where, spec, "loguniform with positive bounds")
         if kind == "quniform":
             check(args[2] > 0, where, spec, "quniform with a positive step")
+            check(all(math.isclose(b / args[2], round(b / args[2]), abs_tol=1e-9) for b in (lo, hi)), where, spec,
+                  "quniform bounds that are multiples of its step")
         if kind == "randint":
             check(all(isinstance(a, int) for a in args), where, spec, "randint with integer bounds")
     return Domain(name, kind, tuple(args))
@@ -111,7 +119,7 @@ class SchedulerSpec:
     resample_probability: float = 0.25
     """PBT: chance that explore resamples a field instead of scaling it by 0.8 or 1.2."""
     mutations: list[str] | None = None
-    """PBT: the searched fields explore perturbs (default: every continuous one)."""
+    """PBT: the searched fields explore perturbs (default: every one that is not a grid)."""
 
     def __post_init__(self):
         check(self.grace_period >= 1, "scheduler.grace_period", self.grace_period, "an integer >= 1")
@@ -180,14 +188,15 @@ class SearchSpec:
     def __post_init__(self):
         check(isinstance(self.space, dict) and bool(self.space), "space", self.space,
               "a mapping of at least one config field to a domain")
-        check(self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
+        check(is_int(self.num_samples) and self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
         if self.max_concurrent_trials is not None:
-            check(self.max_concurrent_trials >= 1, "max_concurrent_trials", self.max_concurrent_trials,
-                  "an integer >= 1")
+            check(is_int(self.max_concurrent_trials) and self.max_concurrent_trials >= 1, "max_concurrent_trials",
+                  self.max_concurrent_trials, "an integer >= 1")
         self.domains = [parse_domain(k, v) for k, v in self.space.items()]
         self.base_config()  # the base itself must be a valid run
         for d in self.domains:
             self.check_domain(d)
+        self.check_combinations()
         self.check_metric()
         self.check_algorithm()
 
@@ -212,11 +221,28 @@ class SearchSpec:
                 [f for f in fields if f.split(".")[-1] == d.field.split(".")[-1]]
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise ConfigError(f"space.{d.field}: unknown config field{hint}")
+        if d.kind in CONTINUOUS and d.field in int_fields(self.base):
+            raise ConfigError(f"space.{d.field}: {d.describe()} samples fractions but {d.field} is an integer; "
+                              "use randint or choice")
         for value in d.corners:
             try:
                 self.base_config({d.field: value})
             except ConfigError as e:
                 raise ConfigError(f"space.{d.field}: {d.describe()} reaches a value the config refuses: {e}") from None
+
+    def check_combinations(self, limit: int = 1024) -> None:
+        """Fields that constrain each other (``train.seq_len`` and ``model.max_positions``, an
+        objective and its knobs): every combination of their corners must make a valid trial."""
+        corners = [d.corners for d in self.domains]
+        if len(self.domains) < 2 or math.prod(len(c) for c in corners) > limit:
+            return
+        for values in itertools.product(*corners):
+            params = dict(zip((d.field for d in self.domains), values))
+            try:
+                self.base_config(params)
+            except ConfigError as e:
+                shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+                raise ConfigError(f"space: the trial {shown} has a config the run would refuse: {e}") from None
 
     def objectives(self) -> list[str]:
         """Every objective a trial of this search may train."""
@@ -254,14 +280,14 @@ class SearchSpec:
             for name in self.scheduler.mutations or []:
                 check(name in fields, "scheduler.mutations", name, f"a searched field ({', '.join(fields)})")
             if not self.mutable():
-                raise ConfigError("scheduler.name='pbt' needs a field to perturb: add a uniform, loguniform or "
-                                  "choice field to space, or list one in scheduler.mutations")
+                raise ConfigError("scheduler.name='pbt' needs a field to perturb: add a field that is not a grid "
+                                  "to space, or list a grid field in scheduler.mutations")
 
     def mutable(self) -> list[Domain]:
         """The domains PBT's explore step perturbs."""
         if self.scheduler.mutations:
             return [d for d in self.domains if d.field in self.scheduler.mutations]
-        return [d for d in self.domains if d.kind in CONTINUOUS]
+        return [d for d in self.domains if d.kind != "grid"]
 
     @property
     def max_steps(self) -> int:
@@ -353,9 +379,13 @@ def load_spec(spec, overrides: list[str] | dict | None = None) -> SearchSpec:
         path = resolve_path(spec)
         data, name = config_mod.read_yaml(path), path.stem
     tree = config_mod.parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else (overrides or {})
+    check(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
     for key, value in tree.items():
         if key in SPEC_KEYS - {"base", "space"}:
-            data[key] = config_mod.merge(data.get(key) or {}, value) if isinstance(value, dict) else value
+            current = data.get(key) or {}
+            if isinstance(current, str) and key in ("scheduler", "search"):  # `scheduler: asha` shorthand
+                current = {"name": current}
+            data[key] = config_mod.merge(current, value) if isinstance(value, dict) else value
         else:
             data["base"] = config_mod.merge(data.get("base") or {}, {key: value})
     if "base" in data:
@@ -383,3 +413,29 @@ def typed(base: dict) -> dict:
     walk(tree, cfg)
     return tree
 
+
+
+def is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def int_fields(base: dict) -> set[str]:
+    """The dotted fields of the base config (and every objective's) that hold integers."""
+    import typing
+
+    from sslab.objectives import available, get
+
+    out = set()
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            elif tp is int or tp == (int | None):
+                out.add(f"{prefix}{f.name}")
+
+    walk(Config, "")
+    for name in available():
+        walk(get(name).Config, "objective.")
+    return out

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from sslab import synthetic, tokenizer
+from sslab import checkpoint, synthetic, tokenizer, train_loop
 from sslab.config import ModelConfig, SyntheticConfig, TokenizerConfig, load
 from sslab.errors import ConfigError, RunError
 from sslab.objectives import get
@@ -128,3 +129,51 @@ def test_init_from_continues_from_a_saved_model_and_refuses_a_too_small_vocabula
     small.vocab = tokenizer.Vocab(**{**vars(vocab[1]), "size": vocab[1].size + 1000})
     with pytest.raises(ConfigError, match="token embeddings"):
         small.build_model(ModelConfig(init_from=str(tmp_path / "m")))
+
+
+def trained_state(cfg, objective, vocab, steps: int):
+    """Model, optimizer and schedule after ``steps`` optimizer steps, as a checkpoint holds them."""
+    torch.manual_seed(0)
+    model = objective.build_model(cfg.model)
+    optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
+    for i in range(steps):
+        train_step(model, objective, optimizer, iter([batch(vocab, 4, seed=i)]), cfg, contextlib.nullcontext())
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    return model, optimizer, scheduler
+
+
+def test_a_pbt_start_loads_the_donors_state_under_the_trials_own_learning_rate(vocab, tmp_path, monkeypatch):
+    donor_cfg, obj = mlm(vocab, "train.lr=1e-3", "train.warmup_steps=2", "train.max_steps=20")
+    donor = trained_state(donor_cfg, obj, vocab, steps=5)
+    with checkpoint.save(*donor, {"step": 5, "tokens": 320, "nonfinite_total": 0, "nonfinite_run": 0}) as ckpt:
+        saved = tmp_path / "donor"
+        shutil.copytree(ckpt.path, saved)
+    cfg, _ = mlm(vocab, "train.lr=4e-3", "train.warmup_steps=2", "train.max_steps=20")  # explore's new lr
+    fresh = trained_state(cfg, obj, vocab, steps=0)
+    monkeypatch.setattr(train_loop.ray.train, "get_checkpoint", lambda: None)  # the trial's own run is new
+    counters = train_loop.restore({"start_from": str(saved)}, *fresh, cfg.train)
+    model, optimizer, scheduler = fresh
+    assert counters["step"] == 5
+    for a, b in zip(model.parameters(), donor[0].parameters()):  # the donor's weights …
+        torch.testing.assert_close(a, b)
+    moments = [optimizer.state[p]["exp_avg"] for p in model.parameters()]
+    donor_moments = [donor[1].state[p]["exp_avg"] for p in donor[0].parameters()]
+    for a, b in zip(moments, donor_moments):  # … and Adam's moments
+        torch.testing.assert_close(a, b)
+    # … but this trial's learning rate, at the donor's point of the schedule, now and after a step.
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(4e-3 * lr_factor(5, cfg.train))
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(4e-3 * lr_factor(6, cfg.train))
+
+
+def test_a_runs_own_checkpoint_wins_over_the_pbt_start(vocab, tmp_path, monkeypatch):
+    cfg, obj = mlm(vocab)
+    own = object()
+    seen = []
+    monkeypatch.setattr(train_loop.ray.train, "get_checkpoint", lambda: own)
+    monkeypatch.setattr(train_loop.checkpoint, "restore", lambda ckpt, *a: seen.append(ckpt) or {"step": 9})
+    assert train_loop.restore({"start_from": str(tmp_path)}, None, None, None, cfg.train) == {"step": 9}
+    assert seen == [own]  # a worker restart inside a PBT restart resumes its own latest state

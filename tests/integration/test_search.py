@@ -1,0 +1,131 @@
+"""Ray Tune searches end to end: ASHA stops weak trials and gives their resources back, a
+diverging trial errors alone, PBT copies a better trial's state, and a killed search resumes
+without re-running finished trials. Trials are tiny runs on the synthetic corpus."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from transformers import AutoModel
+
+import sslab
+
+pytestmark = pytest.mark.slow
+
+TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=400", "train.seq_len=32", "train.batch_size=8",
+         "train.lr=2e-3", "train.warmup_steps=2", "train.max_steps=20", "train.eval_every=10",
+         "train.checkpoint_every=10", "train.log_every=10", "eval.max_blocks=32", "eval.probe_docs=60"]
+
+
+def space(**extra) -> dict:
+    """A search over train.lr of the MLM objective, ranked by the fixed-protocol masked-token loss."""
+    return {"base": {"objective": "mlm", "corpus": "synthetic"}, "metric": "eval_mlm_loss", "mode": "min",
+            "space": {"train.lr": {"grid": [3e-3, 1e-5, 1e-5, 1e30]}}, "num_samples": 1, **extra}
+
+
+def free_resources_return(timeout_s: float = 30.0) -> bool:
+    """Every placement group is gone and every CPU is free again (within ``timeout_s``)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        pgs = ray.util.placement_group_table().values()
+        if all(pg["state"] == "REMOVED" for pg in pgs) and \
+                ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]:
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def steps_logged(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_cluster, tokenizer_dir, tmp_path):
+    # One trial at a time, in grid order: the first sets the bar at step 10, the two at lr 1e-5
+    # fall below it and stop, and lr 1e30 overflows to NaN within a few steps.
+    result = sslab.tune(space(scheduler={"name": "asha", "grace_period": 10, "reduction_factor": 2},
+                              max_concurrent_trials=1),
+                        out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+    table = result.table
+    assert len(table) == 4 and table["trial_id"].is_unique
+    assert list(table["status"]) == ["FINISHED", "STOPPED", "STOPPED", "ERROR"], table
+    assert table.loc[0, "train.lr"] == 3e-3 and table.loc[0, "step"] == 20
+    assert list(table.loc[1:2, "step"]) == [10, 10]
+    assert "non-finite" in table.loc[3, "error"]
+    # Ranked by the fixed-protocol metric, best first; results.csv holds the same table.
+    assert table["eval_mlm_loss"].iloc[:3].is_monotonic_increasing
+    saved = pd.read_csv(result.results_csv)
+    assert list(saved["trial_id"]) == list(table["trial_id"])
+    assert {"train.lr", "status", "eval_mlm_loss", "probe_acc", "step", "tokens", "wall_s"} <= set(saved.columns)
+    # best/ is the best trial's model and tokenizer, loadable offline.
+    assert result.best["trial_id"] == table.loc[0, "trial_id"]
+    assert AutoModel.from_pretrained(result.best["model_dir"], local_files_only=True) is not None
+    assert free_resources_return(), ray.util.placement_group_table()
+
+
+def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, tokenizer_dir, tmp_path):
+    spec = space(scheduler={"name": "pbt", "perturbation_interval": 10, "quantile_fraction": 0.5,
+                            "resample_probability": 0.0, "mutations": ["train.lr"]},
+                 space={"train.lr": {"grid": [3e-3, 1e-5]}})
+    result = sslab.tune(spec, out=tmp_path / "s", overrides=TRIAL + ["train.max_steps=30",
+                                                                      f"tokenizer.path={tokenizer_dir}"])
+    assert list(result.table["status"]) == ["FINISHED", "FINISHED"], result.table
+    trials = sorted((tmp_path / "s" / "trials").iterdir())
+    restarted = [t for t in trials if list(t.glob("restart_*"))]
+    assert restarted, "no trial was exploited"
+    for run_dir in restarted:
+        # The restart continued from the donor's step, not from 0: its first checkpoint is past 10.
+        first = sorted(p.name for p in next(run_dir.glob("restart_*")).glob("checkpoint_*"))[0]
+        assert int(first.split("_")[1]) > 10, first
+        assert steps_logged(run_dir)[-1] == 30
+        lr = float(next(line for line in (run_dir / "config.yaml").read_text().splitlines()
+                        if line.strip().startswith("lr:")).split(":")[1])
+        assert lr in (3e-3, 1e-5), lr  # explore moved it along the grid, never outside it
+    assert free_resources_return()
+
+
+def test_a_killed_search_resumes_without_rerunning_finished_trials(ray_cluster, tokenizer_dir, tmp_path):
+    out = tmp_path / "s"
+    args = ["tune", str(spec_file(tmp_path)), "--out", str(out), *TRIAL, f"tokenizer.path={tokenizer_dir}"]
+    driver = subprocess.Popen([sys.executable, "-m", "sslab.cli", *args], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = wait_for_finished_trial(out, timeout_s=400)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    before = (first / "summary.json").stat().st_mtime, steps_logged(first)
+    with pytest.raises(sslab.RunError, match="--resume"):
+        sslab.tune(spec_file(tmp_path), out=out, overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+    result = sslab.tune(spec_file(tmp_path), out=out, resume=True,
+                        overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+    table = result.table
+    assert len(table) == 2 and table["trial_id"].is_unique, table
+    assert list(table["status"]) == ["FINISHED", "FINISHED"], table
+    assert ((first / "summary.json").stat().st_mtime, steps_logged(first)) == before  # not re-run
+
+
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "two_lrs.yaml"
+    if not path.exists():
+        path.write_text(json.dumps(space(space={"train.lr": {"grid": [3e-3, 1e-3]}})))  # JSON is YAML
+    return path
+
+
+def wait_for_finished_trial(out: Path, timeout_s: float) -> Path:
+    """The first trial whose run finished and whose end Tune has recorded in its experiment state."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        done = [p.parent for p in (out / "trials").glob("*/summary.json")]
+        states = list((out / "tune").glob("experiment_state*.json"))
+        if done and states and "TERMINATED" in states[0].read_text():
+            return done[0]
+        time.sleep(2.0)
+    raise AssertionError(f"no trial finished in {timeout_s:.0f}s")
