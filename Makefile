@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# A small mask-ratio x learning-rate search with ASHA on the built-in corpus (under 10 minutes
+# on 2 CPU cores): the shipped mlm_masking space, shrunk to tiny models by overrides.
+DEMO_OVERRIDES := model.preset=tiny train.seq_len=64 train.batch_size=32 train.max_steps=150 \
+	train.warmup_steps=15 train.eval_every=50 train.checkpoint_every=50 eval.max_blocks=128 \
+	eval.probe_docs=200 scheduler.grace_period=50 resources.cpus_per_worker=1
+
 demo: install
-	$(VENV)/bin/sslab pretrain --objective mlm --corpus synthetic --preset tiny --workers 2 \
-		--max-steps 300 --out runs/demo
+	$(VENV)/bin/sslab tune mlm_masking --out runs/demo --num-samples 6 $(DEMO_OVERRIDES) \
+		$(if $(wildcard runs/demo/tune),--resume)
 
 test: install
 	$(PY) -m pytest -q

@@ -86,7 +86,7 @@ def add_tune(sub) -> None:
 def cmd_tune(args) -> int:
     from sslab.search import tune
 
-    overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples else [])
+    overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples is not None else [])
     result = tune(args.spec, out=args.out, resume=args.resume, overrides=overrides)
     print_search(result)
     return 0
@@ -141,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     add_tune(sub)
     sub.add_parser("objectives", help="list the objectives, their knobs and metrics")
     sub.add_parser("spaces", help="list the shipped search spaces")
-    args = parser.parse_args(argv)
+    # key=value overrides may come before or after the flags (argparse alone wants them last).
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
     handler = {"pretrain": cmd_pretrain, "tune": cmd_tune, "objectives": cmd_objectives,
                "spaces": cmd_spaces}[args.command]

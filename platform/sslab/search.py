@@ -270,7 +270,7 @@ def scheduler_of(spec: SearchSpec):
             time_attr="step", perturbation_interval=s.perturbation_interval,
             hyperparam_mutations={d.field: d.mutation() for d in domains},
             quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
-            custom_explore_fn=Clip(domains), synch=False)
+            custom_explore_fn=Clip(domains), synch=s.synch)
     return FIFOScheduler()
 
 
@@ -318,7 +318,9 @@ def build_tuner(spec: SearchSpec, setup: TrialSetup, search_dir: Path, concurren
                                         scheduler=scheduler_of(spec), search_alg=search_alg_of(spec, concurrent),
                                         reuse_actors=False,
                                         trial_dirname_creator=trial_dirname),
+        # A trial stops at its last step before any scheduler sees it: PBT must not exploit a finished trial.
         run_config=ray_tune.RunConfig(name="tune", storage_path=str(search_dir), verbose=1,
+                                      stop={"step": spec.max_steps},
                                       failure_config=ray_tune.FailureConfig(max_failures=0)),
     )
 

@@ -120,6 +120,9 @@ class SchedulerSpec:
     """PBT: chance that explore resamples a field instead of scaling it by 0.8 or 1.2."""
     mutations: list[str] | None = None
     """PBT: the searched fields explore perturbs (default: every one that is not a grid)."""
+    synch: bool = True
+    """PBT: decide at each interval only once every trial has reached it (trials pause and restart from
+    their checkpoints); works however few trials fit at once. ``false``: decide as each trial reports."""
 
     def __post_init__(self):
         check(self.grace_period >= 1, "scheduler.grace_period", self.grace_period, "an integer >= 1")

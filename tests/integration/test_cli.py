@@ -81,3 +81,27 @@ def test_bad_input_exits_non_zero_with_one_line_naming_the_problem(ray_cluster, 
     ours = [line for line in err.splitlines() if line.startswith("sslab:")]
     assert len(ours) == 1 and ours[0].startswith("sslab: error:") and needle in ours[0], err
     assert not list((tmp_path / "run").glob("checkpoint_*"))
+
+
+def test_spaces_lists_every_shipped_search_space(capsys):
+    from sslab.search_spec import shipped_spaces
+
+    code, out, _ = run_cli(capsys, "spaces")
+    names = {p.stem for p in shipped_spaces()}
+    assert code == 0 and names >= {"mlm_masking", "simcse_temperature", "electra", "span_corruption",
+                                   "objective_bakeoff", "clm_lr"}
+    assert all(f"{name} " in out for name in names)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["tune", "no_such_space"], "no_such_space"),
+    (["tune", "mlm_masking", "metric=loss"], "not comparable"),
+    (["tune", "mlm_masking", "space_typo=1"], "space_typo"),
+    (["tune", "mlm_masking", "objective.mask_ratio=2"], "objective.mask_ratio"),
+    (["tune", "mlm_masking", "--num-samples", "0"], "num_samples"),
+    (["tune", "mlm_masking", "scheduler.grace_period=0"], "scheduler.grace_period"),
+])
+def test_a_bad_search_exits_non_zero_with_one_line_before_anything_starts(argv, named, tmp_path, capsys):
+    code, _, err = run_cli(capsys, *argv[:2], "--out", str(tmp_path / "s"), *argv[2:])
+    assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()  # refused before the search directory (and Ray) exist

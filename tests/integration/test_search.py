@@ -74,8 +74,9 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
     spec = space(scheduler={"name": "pbt", "perturbation_interval": 10, "quantile_fraction": 0.5,
                             "resample_probability": 0.0, "mutations": ["train.lr"]},
                  space={"train.lr": {"grid": [3e-3, 1e-5]}})
-    result = sslab.tune(spec, out=tmp_path / "s", overrides=TRIAL + ["train.max_steps=30",
-                                                                      f"tokenizer.path={tokenizer_dir}"])
+    # Synchronous PBT: at step 10 both trials pause, the weak one (lr 1e-5) takes the strong
+    # one's checkpoint, and both restart from their checkpoints to finish at step 20.
+    result = sslab.tune(spec, out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
     assert list(result.table["status"]) == ["FINISHED", "FINISHED"], result.table
     trials = sorted((tmp_path / "s" / "trials").iterdir())
     restarted = [t for t in trials if list(t.glob("restart_*"))]
@@ -84,7 +85,7 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
         # The restart continued from the donor's step, not from 0: its first checkpoint is past 10.
         first = sorted(p.name for p in next(run_dir.glob("restart_*")).glob("checkpoint_*"))[0]
         assert int(first.split("_")[1]) > 10, first
-        assert steps_logged(run_dir)[-1] == 30
+        assert steps_logged(run_dir)[-1] == 20
         lr = float(next(line for line in (run_dir / "config.yaml").read_text().splitlines()
                         if line.strip().startswith("lr:")).split(":")[1])
         assert lr in (3e-3, 1e-5), lr  # explore moved it along the grid, never outside it
@@ -94,10 +95,11 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
 def test_a_killed_search_resumes_without_rerunning_finished_trials(ray_cluster, tokenizer_dir, tmp_path):
     out = tmp_path / "s"
     args = ["tune", str(spec_file(tmp_path)), "--out", str(out), *TRIAL, f"tokenizer.path={tokenizer_dir}"]
+    log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([sys.executable, "-m", "sslab.cli", *args], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
-        first = wait_for_finished_trial(out, timeout_s=400)
+        first = wait_for_finished_trial(out, driver, timeout_s=400)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
@@ -119,10 +121,11 @@ def spec_file(tmp_path: Path) -> Path:
     return path
 
 
-def wait_for_finished_trial(out: Path, timeout_s: float) -> Path:
+def wait_for_finished_trial(out: Path, driver: subprocess.Popen, timeout_s: float) -> Path:
     """The first trial whose run finished and whose end Tune has recorded in its experiment state."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        assert driver.poll() is None, f"the search exited early ({driver.returncode}): see driver.log"
         done = [p.parent for p in (out / "trials").glob("*/summary.json")]
         states = list((out / "tune").glob("experiment_state*.json"))
         if done and states and "TERMINATED" in states[0].read_text():
