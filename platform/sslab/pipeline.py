@@ -7,6 +7,7 @@ new mask each epoch, the same one on a resume, and none shared between rows or w
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -27,7 +28,7 @@ SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 class Tokenize:
-    """Callable class for ``map_batches``: the tokenizer loads once per Ray Data actor.
+    """Documents to rows of an objective's unit; built once per Ray worker process (``tokenize_batch``).
 
     ``unit`` picks what a row is: a packed block (``packed``), a segment and the segment after
     it in the same document (``pairs``), a sentence and the next one (``sentences``, where a
@@ -149,11 +150,20 @@ def content_hash(blocks: np.ndarray) -> np.ndarray:
 def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab, unit: str = "packed") -> ray.data.Dataset:
     """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``)."""
     return docs.map_batches(
-        Tokenize, fn_constructor_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len,
-                                             cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id,
-                                             unit=unit),
-        batch_size=TOKENIZE_BATCH, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
-        zero_copy_batch=True)
+        tokenize_batch, fn_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len, cls_id=vocab.cls_id,
+                                       sep_id=vocab.sep_id, pad_id=vocab.pad_id, unit=unit),
+        batch_size=TOKENIZE_BATCH, batch_format="numpy", zero_copy_batch=True)
+
+
+def tokenize_batch(batch: dict[str, np.ndarray], **kwargs) -> pa.Table:
+    """``Tokenize`` as a Ray Data task. Tasks reuse Ray's warm worker processes, where each
+    ``Tokenize`` is built once per process; an actor pool would start new processes every pass."""
+    return _tokenizer(**kwargs)(batch)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(**kwargs) -> Tokenize:
+    return Tokenize(**kwargs)
 
 
 def corrupt(batch: dict[str, np.ndarray], objective: Objective, seed: int, epoch: int,
