@@ -48,3 +48,16 @@ def assert_share(count, total, p, what):
     """``count / total`` is ``p`` within ``Z`` binomial standard errors."""
     se = np.sqrt(p * (1 - p) / total)
     assert abs(count / total - p) <= Z * se + 1e-12, f"{what}: {count / total:.4f} vs {p} (se {se:.4f})"
+
+
+def assert_row_keyed(objective, blocks) -> None:
+    """A row's corruption depends on (seed, epoch, row) only: not on the batch, its order or its size."""
+    whole = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    again = transformed(objective, blocks, seed=7, epoch=2, rows=slice(0, 64))
+    perm = np.random.default_rng(0).permutation(64)
+    shuffled = transformed(objective, blocks, seed=7, epoch=2, rows=perm)
+    alone = transformed(objective, blocks, seed=7, epoch=2, rows=slice(17, 18))
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key])
+        np.testing.assert_array_equal(shuffled[key], whole[key][perm])
+        np.testing.assert_array_equal(alone[key][0], whole[key][17])
