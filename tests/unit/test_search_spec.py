@@ -513,3 +513,20 @@ def test_corners_of_two_fields_that_constrain_each_other_are_checked_together():
         return
     for corners in itertools.product(*(d.corners for d in spec.domains)):
         spec.base_config({d.field: v for d, v in zip(spec.domains, corners)})
+
+
+def test_optuna_proposes_the_same_points_inside_the_space_for_the_same_seed_and_caps_concurrency():
+    pytest.importorskip("optuna")
+    from sslab.search import search_alg_of
+
+    def proposals(seed):
+        spec = load_spec("mlm_masking", ["search.name=optuna", f"search.seed={seed}", "model.preset=tiny"])
+        alg = search_alg_of(spec, 2)
+        assert alg.set_search_properties(spec.metric, spec.mode, {d.field: d.to_tune() for d in spec.domains})
+        return [alg.suggest(f"t{i}") for i in range(3)]
+
+    first = proposals(0)
+    assert first[2] is None  # two trials at once: the third waits for one to end
+    assert first[:2] == proposals(0)[:2] and first[:2] != proposals(1)[:2]
+    for params in first[:2]:
+        assert 0.1 <= params["objective.mask_ratio"] <= 0.6 and 1e-4 <= params["train.lr"] <= 1e-3
