@@ -95,9 +95,14 @@ def cmd_tune(args) -> int:
 def print_search(result) -> None:
     import pandas as pd
 
+    table = result.table.drop(columns=["error"])
+    # Across objectives most metrics are one objective's: show those every trial reports
+    # (results.csv has them all).
+    ran = table[table["status"] != "ERROR"]
+    partial = [c for c in table.columns if c.startswith(("eval_", "probe_")) and ran[c].isna().any()]
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.precision", 4):
         print("\n[sslab] search finished: trials ranked best first\n")
-        print(result.table.drop(columns=["error"]).to_string(index=False))
+        print(table.drop(columns=partial).to_string(index=False))
     errors = result.table[result.table["status"] == "ERROR"]
     for row in errors.itertuples():
         print(f"  trial {row.trial_id} failed: {row.error}")
