@@ -64,7 +64,7 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     search_dir = prepare_dir(spec, out, resume)
     init_ray(spec)
     concurrent = concurrency(spec)
-    base = with_shared_tokenizer(spec, search_dir)
+    base = config_mod.merge(with_shared_tokenizer(spec, search_dir), {"scaling": spec.scaling()})
     setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
                        metric=spec.metric, pbt=spec.scheduler.name == "pbt")
     tuner = build_tuner(spec, setup, search_dir, concurrent, resume)

@@ -210,12 +210,15 @@ class SearchSpec:
         tree = copy.deepcopy(self.base)
         for key, value in (params or {}).items():
             config_mod.set_dotted(tree, key, value)
+        return config_mod.build(config_mod.merge(tree, {"scaling": self.scaling()}))
+
+    def scaling(self) -> dict:
+        """The ``scaling`` section every trial gets from ``resources``."""
         r = self.resources
-        scaling = {"num_workers": r.workers, "cpus_per_worker": r.cpus_per_worker}
+        out = {"num_workers": r.workers, "cpus_per_worker": r.cpus_per_worker}
         if r.gpus_per_worker is not None:
-            scaling.update(use_gpu=r.gpus_per_worker > 0, gpus_per_worker=r.gpus_per_worker or 1.0)
-        tree = config_mod.merge(tree, {"scaling": scaling})
-        return config_mod.build(tree)
+            out.update(use_gpu=r.gpus_per_worker > 0, gpus_per_worker=r.gpus_per_worker or 1.0)
+        return out
 
     def check_domain(self, d: Domain) -> None:
         fields = known_fields(self.base, d.field)

@@ -530,3 +530,17 @@ def test_optuna_proposes_the_same_points_inside_the_space_for_the_same_seed_and_
     assert first[:2] == proposals(0)[:2] and first[:2] != proposals(1)[:2]
     for params in first[:2]:
         assert 0.1 <= params["objective.mask_ratio"] <= 0.6 and 1e-4 <= params["train.lr"] <= 1e-3
+
+
+def test_every_trial_runs_with_the_searchs_resources_as_its_scaling(tmp_path):
+    from sslab import config as config_mod
+    from sslab.search import TrialSetup
+
+    spec = load_spec("mlm_masking", ["resources.workers=2", "resources.cpus_per_worker=3",
+                                     "resources.gpus_per_worker=0.5", "model.preset=tiny"])
+    setup = TrialSetup(base=config_mod.merge(spec.base, {"scaling": spec.scaling()}),
+                       params=[d.field for d in spec.domains], search_dir=str(tmp_path), metric=spec.metric, pbt=False)
+    cfg = setup.config({"objective.mask_ratio": 0.3, "train.lr": 1e-3}, tmp_path / "trial")
+    s = cfg.scaling
+    assert (s.num_workers, s.cpus_per_worker, s.use_gpu, s.gpus_per_worker) == (2, 3.0, True, 0.5)
+    assert cfg.objective.mask_ratio == 0.3 and cfg.run.out == str(tmp_path / "trial")
