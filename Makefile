@@ -1,10 +1,10 @@
-# make install | make demo | make test — each bootstraps .venv on a fresh machine.
+# make install | make demo | make test | make test-cluster — each bootstraps .venv on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-cluster clean
 
 install: $(STAMP)
 
@@ -25,8 +25,14 @@ demo: install
 	$(VENV)/bin/sslab tune mlm_masking --out runs/demo --num-samples 6 $(DEMO_OVERRIDES) \
 		$(if $(wildcard runs/demo/tune),--resume)
 
+# Everything but the multi-node and fault tests (under 20 minutes on 2 cores).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not cluster"
+
+# Multi-node runs, node and worker loss, killed drivers, a 100-trial sweep: several Ray nodes
+# on this one machine. CI runs them after make test.
+test-cluster: install
+	$(PY) -m pytest -q -m cluster
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,10 +1,14 @@
-"""One local Ray cluster for every test that needs one (unit and integration alike)."""
+"""One local Ray cluster for every test that needs one (unit and integration alike), a tokenizer
+trained once, and the overrides of a small run."""
 from __future__ import annotations
 
 import logging
 
 import pytest
 import ray
+
+from sslab import synthetic, tokenizer
+from sslab.config import SyntheticConfig, TokenizerConfig
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +17,22 @@ def ray_cluster():
     ray.init(num_cpus=4, logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A WordPiece tokenizer of the synthetic corpus, shared so that runs compare token for token
+    (tokenizers' WordPiece trainer is not deterministic: huggingface/tokenizers#1794)."""
+    path = tmp_path_factory.mktemp("tokenizer")
+    docs = synthetic.generate(SyntheticConfig(num_docs=2000), 0, 2000)["text"]
+    tokenizer.train_tokenizer(TokenizerConfig(vocab_size=2000), docs, 512).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tokenizer_dir):
+    """``tiny(out, *extra)``: overrides of a small, fast run on the synthetic corpus."""
+    return lambda out, *extra: ["corpus.source=synthetic", "corpus.synthetic.num_docs=2000", "model.preset=tiny",
+            "train.seq_len=64", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=20",
+            "eval.max_blocks=128", "eval.probe_docs=200", "run.quiet=true", f"run.out={out}",
+            f"tokenizer.path={tokenizer_dir}", *extra]

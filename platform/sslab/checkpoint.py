@@ -3,27 +3,39 @@
 Dropout randomness is not saved because it is derived from (seed, rank, step) at every step
 (see ``train_loop.step_seed``), and the data position is the step: the workers skip the
 batches the saved steps consumed. Together that makes a resumed run retrace an uninterrupted one.
-Ray writes each checkpoint to a fresh directory and registers it only once it is complete,
-so a crash mid-write leaves the previous checkpoint as the latest.
+Ray writes each checkpoint to a fresh directory and registers it (in the run's
+``checkpoint_manager_snapshot.json``) only once it is complete, so a crash mid-write leaves the
+previous checkpoint as the latest: a resume, an export or :func:`latest` never pick a partial one.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import torch
 from ray.train import Checkpoint
 
 STATE_FILE = "state.pt"
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
 
 
 @contextlib.contextmanager
-def save(model, optimizer, scheduler, counters: dict):
-    """Yield a :class:`ray.train.Checkpoint` of the training state, in a temporary directory."""
+def save(model, optimizer, scheduler, counters: dict, die_copying_to: Path | None = None):
+    """Yield a :class:`ray.train.Checkpoint` of the training state, in a temporary directory.
+
+    ``die_copying_to`` (fault injection for tests): SIGKILL this process while Ray copies the
+    checkpoint to that directory."""
     with tempfile.TemporaryDirectory(prefix="sslab-ckpt-") as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "counters": counters}, Path(tmp) / STATE_FILE)
+        if die_copying_to is not None:
+            die_once_copying(Path(tmp), die_copying_to)
         yield Checkpoint.from_directory(tmp)
 
 
@@ -42,3 +54,26 @@ def restore(ckpt: Checkpoint | None, model, optimizer, scheduler) -> dict | None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state["counters"]
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The run's latest complete checkpoint directory (the one a resume starts from), or None."""
+    snapshot = Path(run_dir) / SNAPSHOT
+    if not snapshot.is_file():
+        return None
+    last = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    return Path(run_dir) / last["checkpoint_dir_name"] if last else None
+
+
+def die_once_copying(tmp: Path, dest: Path) -> None:
+    """Pad the checkpoint so that copying it takes a while, and SIGKILL this process (as a lost
+    machine would) as soon as the copy has begun: ``dest`` holds a first file."""
+    with open(tmp / "padding.bin", "wb") as f:
+        f.truncate(256 * 2**20)  # sparse: cheap to make, a real 256 MiB to copy
+
+    def watch():
+        while not (dest.is_dir() and any(dest.iterdir())):
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -198,6 +198,9 @@ class EvalConfig:
         check(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass(kw_only=True)
 class ScalingConfig:
     """How many Ray Train workers, on what."""
@@ -212,12 +215,17 @@ class ScalingConfig:
     """GPUs reserved by each worker when it uses GPUs; a fraction packs several runs on one GPU."""
     max_failures: int = 0
     """Restarts of the worker group from the last checkpoint before the run fails."""
+    placement_strategy: str = "PACK"
+    """How workers spread over nodes: ``PACK`` (fewest nodes), ``SPREAD`` (as many nodes as
+    possible), ``STRICT_PACK`` (one node) or ``STRICT_SPREAD`` (one node each)."""
 
     def __post_init__(self):
         check(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
         check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "a positive number")
         check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "a positive number")
         check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
+        check(self.placement_strategy in PLACEMENT_STRATEGIES, "scaling.placement_strategy", self.placement_strategy,
+              f"one of {', '.join(PLACEMENT_STRATEGIES)}")
 
 
 @dataclass(kw_only=True)

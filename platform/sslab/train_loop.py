@@ -169,6 +169,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, skip=counters.step * cfg.train.grad_accum)
     fail_at = None if restored else loop_cfg.get("fail_at_step")
+    if restored:  # fault injection strikes a fresh attempt only
+        loop_cfg["kill_during_checkpoint"] = None
     w.model.train()
     while counters.step < cfg.train.max_steps:
         if counters.step == fail_at:
@@ -233,7 +235,9 @@ def maybe_report(w: Worker, metrics: dict) -> None:
         # worker's one-slot result queue every 2 s, so frequent reports would stall the step.
         return
     if do_ckpt and rank0:
-        with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters)) as ckpt:
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_{step:08d}")
+        name = f"checkpoint_{step:08d}"
+        die = Path(w.loop_cfg["run_dir"]) / name if step == w.loop_cfg.get("kill_during_checkpoint") else None
+        with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters), die) as ckpt:
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
     else:
         ray.train.report(metrics, checkpoint=None)

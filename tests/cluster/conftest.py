@@ -1,0 +1,42 @@
+"""A Ray cluster of several nodes on this one machine (``ray.cluster_utils.Cluster``): a head
+with no CPUs, so that all work lands on two worker nodes, which tests remove and add again.
+Storage is a local directory every node shares, as NFS would be on a real cluster."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+NODE_CPUS = 3  # two training workers, or one worker and Ray Data, fit on one node
+
+
+class Nodes:
+    """The test cluster; ``workers`` are its two CPU nodes."""
+
+    def __init__(self):
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        self.workers = [self.cluster.add_node(num_cpus=NODE_CPUS) for _ in range(2)]
+        self.cluster.wait_for_nodes()
+
+    def remove(self, node) -> None:
+        self.cluster.remove_node(node)
+        self.workers.remove(node)
+
+    def refill(self) -> None:
+        """Add nodes back until there are two worker nodes again."""
+        while len(self.workers) < 2:
+            self.workers.append(self.cluster.add_node(num_cpus=NODE_CPUS))
+        self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    if ray.is_initialized():  # another module's single-node Ray
+        ray.shutdown()
+    n = Nodes()
+    ray.init(address=n.cluster.address, logging_level=logging.WARNING)
+    yield n
+    ray.shutdown()
+    n.cluster.shutdown()
