@@ -14,7 +14,8 @@ from sslab.config import SyntheticConfig, TokenizerConfig
 @pytest.fixture(scope="session")
 def ray_cluster():
     # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    ray.init(num_cpus=4, logging_level=logging.WARNING)
+    # address="local": never join a cluster that `ray start` left on this machine.
+    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 

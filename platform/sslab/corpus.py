@@ -1,9 +1,9 @@
 """Reading a corpus into cleaned ``{text, label}`` rows with Ray Data.
 
-``resolve_files`` and ``resolve_format`` run on the driver before Ray starts, so a missing path
-fails at once with a :class:`CorpusError`. ``read_documents`` builds the lazy dataset: files are
-read and split into documents inside Ray Data workers; a malformed file raises a
-``CorpusError`` there, which reaches the driver wrapped by Ray (``find_sslab_error`` finds it).
+:func:`check` runs on the driver before Ray starts, so a missing, empty, mixed, binary or
+unreadable corpus fails at once with a :class:`CorpusError`. ``read_documents`` builds the lazy
+dataset: files are read and split into documents inside Ray Data workers; a malformed file raises
+a ``CorpusError`` there, which reaches the driver wrapped by Ray (``find_sslab_error`` finds it).
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ logger = logging.getLogger("sslab.corpus")
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "jsonl",
            ".parquet": "parquet"}
 REPLACEMENT = "\ufffd"
+# A text file is refused when more than this share of its characters, and at least this many, are
+# undecodable or NUL: a few bad bytes are strays (replaced, with a warning), not another encoding.
+MAX_UNDECODABLE, MIN_UNDECODABLE = 0.1, 16
+SNIFF_FILES, SNIFF_BYTES = 64, 8192  # what the driver reads of a text corpus before Ray starts
 SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string())])
 
 
@@ -82,6 +86,41 @@ def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
     return next(iter(by_format))
 
 
+def check(cfg: CorpusConfig) -> None:
+    """Everything about the corpus the driver can check before Ray starts, each failure a
+    :class:`CorpusError` naming the path: the files exist and are of one format, they are not
+    all empty, and (the first files, by their first bytes) text files hold UTF-8 text and Parquet
+    files have the configured columns. The workers check every file in full as they read it."""
+    if cfg.source == "synthetic":
+        return
+    files = resolve_files(cfg)
+    fmt = resolve_format(cfg, files)
+    local = [f for f in files if "://" not in f]
+    if local and len(local) == len(files) and all(os.path.getsize(f) == 0 for f in local):
+        raise CorpusError(f"corpus {cfg.source!r} is empty: its {len(files)} file(s) hold 0 bytes")
+    if fmt == "parquet":
+        _check_parquet_columns(cfg, files)
+        return
+    for path in local[:SNIFF_FILES]:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+        problem = not_text(head, head.decode("utf-8-sig", errors="replace"))
+        if problem:
+            raise CorpusError(f"{path}: {problem}")
+
+
+def not_text(data: bytes, text: str) -> str | None:
+    """Why ``data`` (decoded as ``text`` with U+FFFD replacements) is not UTF-8 text, or None.
+
+    A few bad bytes in a text file are replaced (see :func:`decode`); a file that is largely
+    undecodable or NUL (binary, compressed, UTF-16, another encoding) would train on noise."""
+    bad = text.count(REPLACEMENT) - data.count(REPLACEMENT.encode()) + text.count("\x00")
+    if bad >= MIN_UNDECODABLE and bad > MAX_UNDECODABLE * len(text):
+        return (f"not UTF-8 text ({bad} of {len(text)} characters undecodable or NUL: binary, compressed "
+                "or another encoding?); convert it to UTF-8")
+    return None
+
+
 # ---------------------------------------------------------------- per-file parsing (in workers)
 
 
@@ -94,8 +133,12 @@ class WorkerCorpusError(CorpusError, UserCodeException):
 
 
 def decode(data: bytes, path: str) -> str:
-    """UTF-8 text of a file; undecodable bytes become U+FFFD and are reported, never fatal."""
+    """UTF-8 text of a file; a few undecodable bytes become U+FFFD and are reported, a file that is
+    not text (:func:`not_text`) raises a CorpusError naming it."""
     text = data.decode("utf-8-sig", errors="replace")
+    problem = not_text(data, text)
+    if problem:
+        raise CorpusError(f"{path}: {problem}")
     replaced = text.count(REPLACEMENT) - data.count(REPLACEMENT.encode())
     if replaced > 0:
         logger.warning("%s: %d undecodable byte sequence(s) replaced by U+FFFD", path, replaced)
@@ -139,15 +182,15 @@ def jsonl_documents(text: str, path: str, text_field: str, label_field: str | No
 def _parse_files(batch: dict, fmt: str, cfg: CorpusConfig) -> pa.Table:
     texts, labels = [], []
     for data, path in zip(batch["bytes"], batch["path"]):
-        text = decode(data, path)
-        if fmt == "jsonl":
-            try:
+        try:
+            text = decode(data, path)
+            if fmt == "jsonl":
                 t, lab = jsonl_documents(text, path, cfg.text_field, cfg.label_field)
-            except CorpusError as e:
-                raise WorkerCorpusError(str(e)) from None
-        else:
-            t = text_documents(text, cfg.doc_split)
-            lab = [None] * len(t)
+            else:
+                t = text_documents(text, cfg.doc_split)
+                lab = [None] * len(t)
+        except CorpusError as e:
+            raise WorkerCorpusError(str(e)) from None
         texts += t
         labels += lab
     return pa.table([pa.array(texts, pa.string()), pa.array(labels, pa.string())], schema=SCHEMA)

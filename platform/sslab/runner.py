@@ -17,8 +17,9 @@ import ray
 import ray.train
 from ray.data.expressions import col
 from ray.train.torch import TorchTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sslab import corpus, evaluation, pipeline, runs
+from sslab import capacity, corpus, evaluation, pipeline, runs
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
@@ -72,19 +73,26 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
              hooks: TrialHooks | None = None) -> RunResult:
     """Pretrain one model; ``config`` is a :class:`Config`, a nested dict or a YAML path.
 
-    Rerunning with the same ``run.out`` resumes from that directory's last checkpoint.
+    Rerunning with the same ``run.out`` resumes from that directory's last checkpoint. Bad input
+    fails before Ray starts and before anything is written where it can be checked there (config,
+    corpus files, a tokenizer ``model.init_from`` cannot read, the run directory); a start that
+    fails later (the cluster can never hold the workers, the corpus is empty once cleaned) leaves
+    the run directory as it found it.
     """
     cfg = as_config(config, overrides)
     hooks = hooks or TrialHooks()
     started = time.time()
-    run_dir = runs.prepare(cfg, replace=hooks.restart > 0)
-    corpus.resolve_files(cfg.corpus)  # missing paths fail here, before Ray starts
-    init_ray(cfg)
-    check_resources(cfg)
-    try:
-        data = prepare_data(cfg, run_dir)
-    except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
-        raise (find_sslab_error(e) or e) from None
+    corpus.check(cfg.corpus)
+    tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
+                                   get_objective(cfg.objective.name).extra_tokens(cfg.objective))
+    with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
+        init_ray(cfg)
+        check_resources(cfg)
+        check_shared_storage(run_dir)
+        try:
+            data = prepare_data(cfg, run_dir)
+        except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+            raise (find_sslab_error(e) or e) from None
     result = fit(cfg, run_dir, data, hooks)
     summary = finish(cfg, run_dir, data, result, time.time() - started)
     return RunResult(run_dir=run_dir, summary=summary, config=cfg)
@@ -109,25 +117,69 @@ def init_ray(cfg: Config) -> None:
         return
     # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
     needed = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), logging_level=logging.WARNING)
+    # address="local": without it Ray joins any cluster `ray start` left on this machine, and
+    # refuses num_cpus for it.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), logging_level=logging.WARNING)
 
 
 def use_gpu(cfg: Config) -> bool:
+    """``scaling.use_gpu``, or when it is unset whether the cluster has GPUs now."""
     if cfg.scaling.use_gpu is not None:
         return cfg.scaling.use_gpu
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def check_resources(cfg: Config) -> None:
-    """Fail fast, not hang, when the cluster can never hold the requested workers."""
-    res, s = ray.cluster_resources(), cfg.scaling
-    need_cpu = s.num_workers * s.cpus_per_worker
-    if res.get("CPU", 0) < need_cpu:
-        raise RunError(f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g} needs "
-                       f"{need_cpu:g} CPUs but the Ray cluster has {res.get('CPU', 0):g}")
-    if use_gpu(cfg) and res.get("GPU", 0) < s.num_workers * s.gpus_per_worker:
-        raise RunError(f"scaling.use_gpu=true with {s.num_workers} workers x {s.gpus_per_worker:g} GPUs needs "
-                       f"{s.num_workers * s.gpus_per_worker:g} GPUs but the Ray cluster has {res.get('GPU', 0):g}")
+    """Fail fast, never hang, when the Ray cluster can never hold the run's workers.
+
+    Each worker's bundle (``scaling.cpus_per_worker`` CPUs, and ``scaling.gpus_per_worker`` GPUs
+    when it uses GPUs) must fit on one node, and the nodes together must hold
+    ``scaling.num_workers`` of them, placed as ``scaling.placement_strategy`` says, with a CPU
+    left for Ray Data. A fixed cluster is judged by its alive nodes, an autoscaling one by the node
+    types its autoscaler publishes; an autoscaler that publishes none may add nodes the driver
+    cannot see, so nothing is refused and the run logs what it waits for (:mod:`sslab.capacity`).
+    """
+    s, gpu = cfg.scaling, use_gpu(cfg)
+    bundle = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}
+    strategy = s.placement_strategy
+    kinds = capacity.node_kinds()
+    if kinds is None:
+        log.info("the Ray cluster autoscales: waiting for nodes with room for %d workers of %s (%s)",
+                 s.num_workers, capacity.describe(bundle), strategy)
+        return
+    reason = capacity.shortfall(bundle, s.num_workers, kinds, strategy=strategy)
+    if reason:
+        asked = f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g}"
+        if gpu:
+            asked += (f" x scaling.gpus_per_worker={s.gpus_per_worker:g} "
+                      f"(scaling.use_gpu={'true' if s.use_gpu else 'unset: the cluster has GPUs'})")
+        if strategy != "PACK":
+            asked += f" with scaling.placement_strategy={strategy}"
+        raise RunError(f"{asked} cannot fit on the Ray cluster: {reason}")
+
+
+def check_shared_storage(run_dir: Path) -> None:
+    """On a multi-node cluster, every node must see ``run.out`` at the same path (NFS, or a
+    mounted bucket): workers on any node write its checkpoints and metrics."""
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    if len(nodes) < 2:
+        return
+    marker = run_dir / f".sslab-shared-{os.getpid()}"
+    marker.write_text("")
+    try:
+        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(marker)) for n in nodes])
+    finally:
+        marker.unlink()
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise RunError(f"run.out={str(run_dir)!r} is not visible from node(s) {', '.join(blind)}: a multi-node run "
+                       f"needs run.out on storage every node mounts at the same path (NFS, or a mounted bucket)")
+
+
+@ray.remote(num_cpus=0)
+def sees(path: str) -> bool:
+    return os.path.exists(path)
 
 
 def sample_texts(docs, n: int):
@@ -184,11 +236,13 @@ def load_probe(cfg: Config, val_docs, tok) -> dict | None:
     return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
 
 
-def fail_at_step() -> int | None:
-    """Fault injection for tests: ``SSLAB_FAIL_AT_STEP=N`` makes a fresh (not resumed) attempt
-    raise before step N, as a crashed worker would."""
-    value = os.environ.get("SSLAB_FAIL_AT_STEP")
-    return int(value) if value else None
+def faults() -> dict:
+    """Fault injection for tests, read from the driver's environment; each strikes a fresh (not
+    resumed) attempt only. ``SSLAB_FAIL_AT_STEP=N``: raise before step N, as a crashed worker
+    would. ``SSLAB_KILL_DURING_CHECKPOINT=N``: SIGKILL rank 0 while its step-N checkpoint is
+    being copied to storage."""
+    env = {"fail_at_step": "SSLAB_FAIL_AT_STEP", "kill_during_checkpoint": "SSLAB_KILL_DURING_CHECKPOINT"}
+    return {key: int(os.environ[var]) if os.environ.get(var) else None for key, var in env.items()}
 
 
 def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
@@ -205,9 +259,9 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
                            "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
-                           "run_dir": str(run_dir), "fail_at_step": fail_at_step(), "start_from": hooks.start_from},
+                           "run_dir": str(run_dir), "start_from": hooks.start_from, **faults()},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers, use_gpu=gpu,
+            num_workers=s.num_workers, use_gpu=gpu, placement_strategy=s.placement_strategy,
             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage), callbacks=hooks.callbacks,

@@ -2,9 +2,12 @@
 
 A directory that already holds a run resumes it, but only with a compatible config: changing
 what shapes the model or the data under a run's checkpoints would silently mix two runs.
+A start that fails before training leaves the directory as it found it (:func:`starting`).
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 import yaml
@@ -36,11 +39,16 @@ def config_changes(old: dict, new: dict) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
 
 
+def directory(cfg: Config) -> Path:
+    """The run directory ``run.out`` names (absolute)."""
+    return Path(cfg.run.out).expanduser().resolve()
+
+
 def prepare(cfg: Config, replace: bool = False) -> Path:
     """Create (or reopen) ``run.out`` and write the resolved ``config.yaml`` into it.
 
     ``replace``: the config may differ from the saved one (a PBT restart with perturbed knobs)."""
-    run_dir = Path(cfg.run.out).expanduser().resolve()
+    run_dir = directory(cfg)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".sslab-write-test"
@@ -59,3 +67,31 @@ def prepare(cfg: Config, replace: bool = False) -> Path:
                            f"resume it unchanged or choose another run.out")
     saved.write_text(cfg.to_yaml())
     return run_dir
+
+
+@contextlib.contextmanager
+def starting(cfg: Config, replace: bool = False):
+    """:func:`prepare` the run directory for the start of a run; if the start fails, undo it.
+
+    Everything that happens before training (Ray, the resource check, reading the corpus, the
+    tokenizer) may still fail. Then the previous ``config.yaml`` comes back and a ``tokenizer/``
+    or ``config.yaml`` this start wrote goes, so a failed start neither changes a run that was
+    there nor makes the corrected command look like "a different config"."""
+    run_dir = directory(cfg)
+    existed, saved, tokenizer = run_dir.is_dir(), run_dir / "config.yaml", run_dir / "tokenizer"
+    old = saved.read_bytes() if saved.is_file() else None
+    had_tokenizer = tokenizer.exists()
+    prepare(cfg, replace)
+    try:
+        yield run_dir
+    except BaseException:
+        if old is None:
+            saved.unlink(missing_ok=True)
+        else:
+            saved.write_bytes(old)
+        if not had_tokenizer:
+            shutil.rmtree(tokenizer, ignore_errors=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only when empty
+        raise

@@ -26,8 +26,8 @@ from pathlib import Path
 import ray
 import yaml
 
+from sslab import capacity, corpus
 from sslab import config as config_mod
-from sslab import corpus
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.search_spec import SearchSpec, load_spec
@@ -61,6 +61,7 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     """
     extra = [f"{k.replace('__', '.')}={v}" for k, v in fields.items()]
     spec = load_spec(spec, list(overrides or []) + extra)
+    check_corpora(spec)
     search_dir = prepare_dir(spec, out, resume)
     init_ray(spec)
     concurrent = concurrency(spec)
@@ -99,6 +100,15 @@ def prepare_dir(spec: SearchSpec, out, resume: bool) -> Path:
     return search_dir
 
 
+def check_corpora(spec: SearchSpec) -> None:
+    """Every corpus a trial may read exists and is text, checked before Ray starts."""
+    corpus.check(spec.base_config().corpus)
+    for d in spec.domains:
+        if d.field.startswith("corpus."):
+            for value in d.corners:
+                corpus.check(spec.base_config({d.field: value}).corpus)
+
+
 def spec_dict(spec: SearchSpec) -> dict:
     out = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
     return config_mod._plain({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()})
@@ -114,7 +124,7 @@ def init_ray(spec: SearchSpec) -> None:
         return
     r = spec.resources
     needed = math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS
-    ray.init(num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
 
 
 def concurrency(spec: SearchSpec) -> int:
@@ -126,6 +136,16 @@ def concurrency(spec: SearchSpec) -> int:
     per_trial = r.workers * r.cpus_per_worker + DATA_CPUS
     fits = int(res.get("CPU", 0) // per_trial)
     gpus = r.gpus_per_worker if r.gpus_per_worker is not None else (1.0 if res.get("GPU", 0) > 0 else 0.0)
+    bundle = {"CPU": r.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+    kinds = capacity.node_kinds()
+    if kinds is None:  # an autoscaler adds nodes as trials ask: run one at a time at least
+        log.info("the Ray cluster autoscales: trials wait for nodes with room for %d workers of %s",
+                 r.workers, capacity.describe(bundle))
+        return max(1, min(fits, spec.max_concurrent_trials or fits))
+    reason = capacity.shortfall(bundle, r.workers, kinds, spare_cpus=DATA_CPUS)
+    if reason:
+        raise RunError(f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}"
+                       + (f" x resources.gpus_per_worker={gpus:g}" if gpus else "") + f" cannot fit on the Ray cluster: {reason}")
     if gpus > 0:
         fits = min(fits, int(res.get("GPU", 0) // (r.workers * gpus)))
     if fits < 1:
@@ -149,7 +169,6 @@ def with_shared_tokenizer(spec: SearchSpec, search_dir: Path) -> dict:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = ctx.print_on_execution_start = False
     try:
-        corpus.resolve_files(cfg.corpus)
         docs = corpus.read_documents(cfg.corpus)
         train_docs, _ = corpus.split(docs, cfg.corpus.val_fraction)
         from sslab.runner import sample_texts

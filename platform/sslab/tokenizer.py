@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 
 from sslab.config import TokenizerConfig
 from sslab.errors import ConfigError
@@ -101,9 +101,9 @@ def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path,
     ``init_from`` model directory) is used when it holds a tokenizer and none is configured.
     """
     saved = run_dir / "tokenizer"
-    if (saved / "tokenizer.json").is_file():
+    path = source_dir(cfg, run_dir, fallback_path)
+    if path == str(saved):
         return load_tokenizer(saved)
-    path = cfg.path or (fallback_path if fallback_path and (Path(fallback_path) / "tokenizer.json").is_file() else None)
     if path:
         tok = load_tokenizer(path)
     else:
@@ -111,6 +111,48 @@ def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path,
         tok = train_tokenizer(cfg, texts, max_length)
     tok.save_pretrained(str(saved))
     return tok
+
+
+def source_dir(cfg: TokenizerConfig, run_dir: Path, fallback_path: str | None = None) -> str | None:
+    """Where the run's tokenizer comes from: its own copy in ``run_dir/tokenizer`` (a resumed run),
+    ``cfg.path``, or the ``fallback_path`` model's; None when it is to be trained."""
+    saved = run_dir / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return str(saved)
+    if cfg.path:
+        return cfg.path
+    if fallback_path and (Path(fallback_path) / "tokenizer.json").is_file():
+        return fallback_path
+    return None
+
+
+def check_init_from(cfg: TokenizerConfig, init_from: str | None, run_dir: Path, extra_tokens=()) -> None:
+    """Before Ray starts: the tokenizer the run will load must be one the ``init_from`` model reads.
+
+    Its ids index the model's embeddings, so it may not have more tokens (with ``extra_tokens``,
+    the objective's additions) than the model has embeddings, nor give the model's own tokenizer's
+    tokens other ids. A tokenizer the run trains is checked when the model is built."""
+    path = source_dir(cfg, run_dir, init_from) if init_from else None
+    if path is None:
+        return
+    tok = load_tokenizer(path)
+    named = f"tokenizer.path={path!r}" if path == cfg.path else f"the tokenizer in {path}"
+    try:
+        embeddings = AutoConfig.from_pretrained(init_from, local_files_only=True).vocab_size
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.init_from={init_from!r} holds no Hugging Face model: {e}".splitlines()[0]) from None
+    size = len(tok) + len(set(extra_tokens) - set(tok.get_vocab()))
+    if size > embeddings:
+        raise ConfigError(f"model.init_from={init_from!r} has {embeddings} token embeddings but {named} has "
+                          f"{size} tokens; use the model's own tokenizer (leave tokenizer.path unset)")
+    if Path(path).resolve() == Path(init_from).resolve() or not (Path(init_from) / "tokenizer.json").is_file():
+        return
+    ours, theirs = tok.get_vocab(), load_tokenizer(init_from).get_vocab()
+    moved = next((t for t, i in sorted(theirs.items(), key=lambda kv: kv[1]) if ours.get(t) != i), None)
+    if moved is not None:
+        raise ConfigError(f"{named} does not match model.init_from={init_from!r}: token {moved!r} is id "
+                          f"{ours.get(moved)} in it but {theirs[moved]} in the model's own tokenizer; use the model's "
+                          "own tokenizer (leave tokenizer.path unset)")
 
 
 def add_tokens(tok: PreTrainedTokenizerFast, tokens: list[str], run_dir: Path) -> None:

@@ -1,4 +1,6 @@
-"""The `sslab` command line: a folder of .txt files pretrains; bad input exits non-zero with one line."""
+"""The `sslab` command line: a folder of .txt files pretrains, and the listings.
+
+Bad input (one row per case, pretrain and tune) is in test_bad_input.py."""
 from __future__ import annotations
 
 import json
@@ -46,43 +48,6 @@ def test_pretrain_on_a_folder_of_text_files_leaves_the_run_directory(ray_cluster
     assert json.loads((out / "summary.json").read_text())["steps"] == 20
 
 
-@pytest.fixture
-def broken(tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "blank.txt").write_text("\n   \n\t\n")
-    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
-    (tmp_path / "nofield.jsonl").write_text('{"body": "no text field"}\n')
-    return tmp_path
-
-
-@pytest.mark.parametrize("args, needle", [
-    (["--corpus", "{d}/missing"], "does not exist"),
-    (["--corpus", "{d}/empty"], "holds no files"),
-    (["--corpus", "{d}/*.nothing"], "matches no files"),
-    (["--corpus", "{d}/blank.txt"], "empty after cleaning"),
-    (["--corpus", "{d}/bad.jsonl"], "bad.jsonl:2"),
-    (["--corpus", "{d}/nofield.jsonl"], "'text'"),
-    (["--objective", "nope"], "objective 'nope'"),
-    (["--preset", "huge"], "model.preset"),
-    (["train.lrr=1"], "train.lrr"),
-    (["objective.mask_ratio=1.5"], "objective.mask_ratio"),
-    (["train.seq_len=1024"], "train.seq_len"),
-    (["--workers", "64"], "needs 64 CPUs"),
-])
-def test_bad_input_exits_non_zero_with_one_line_naming_the_problem(ray_cluster, broken, tmp_path, capsys,
-                                                                   args, needle):
-    argv = ["pretrain", "--out", str(tmp_path / "run"), "--max-steps", "5", "--quiet"]
-    argv += [a.replace("{d}", str(broken)) for a in args]
-    if "--corpus" not in args:
-        argv += ["--corpus", "synthetic"]
-    code, _, err = run_cli(capsys, *argv)
-    assert code != 0
-    # In-process, Ray's background threads may add their own log lines; ours is exactly one line.
-    ours = [line for line in err.splitlines() if line.startswith("sslab:")]
-    assert len(ours) == 1 and ours[0].startswith("sslab: error:") and needle in ours[0], err
-    assert not list((tmp_path / "run").glob("checkpoint_*"))
-
-
 def test_spaces_lists_every_shipped_search_space(capsys):
     from sslab.search_spec import shipped_spaces
 
@@ -91,17 +56,3 @@ def test_spaces_lists_every_shipped_search_space(capsys):
     assert code == 0 and names >= {"mlm_masking", "simcse_temperature", "electra", "span_corruption",
                                    "objective_bakeoff", "clm_lr"}
     assert all(f"{name} " in out for name in names)
-
-
-@pytest.mark.parametrize("argv, named", [
-    (["tune", "no_such_space"], "no_such_space"),
-    (["tune", "mlm_masking", "metric=loss"], "not comparable"),
-    (["tune", "mlm_masking", "space_typo=1"], "space_typo"),
-    (["tune", "mlm_masking", "objective.mask_ratio=2"], "objective.mask_ratio"),
-    (["tune", "mlm_masking", "--num-samples", "0"], "num_samples"),
-    (["tune", "mlm_masking", "scheduler.grace_period=0"], "scheduler.grace_period"),
-])
-def test_a_bad_search_exits_non_zero_with_one_line_before_anything_starts(argv, named, tmp_path, capsys):
-    code, _, err = run_cli(capsys, *argv[:2], "--out", str(tmp_path / "s"), *argv[2:])
-    assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "s").exists()  # refused before the search directory (and Ray) exist
