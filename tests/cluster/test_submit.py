@@ -52,6 +52,11 @@ def head(tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        # `ray start` recorded this head as the machine's current cluster; a later local Ray
+        # (Train's placement-group cleaner resolves "auto" through that file) must not find it.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def ray_is_up() -> bool:

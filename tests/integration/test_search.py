@@ -4,10 +4,6 @@ without re-running finished trials. Trials are tiny runs on the synthetic corpus
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -90,46 +86,3 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
                         if line.strip().startswith("lr:")).split(":")[1])
         assert lr in (3e-3, 1e-5), lr  # explore moved it along the grid, never outside it
     assert free_resources_return()
-
-
-def test_a_killed_search_resumes_without_rerunning_finished_trials(ray_cluster, tokenizer_dir, tmp_path):
-    # Trials of two Ray Train workers each: a TorchTrainer inside the Tune trial.
-    out, trial = tmp_path / "s", TRIAL + ["resources.workers=2", f"tokenizer.path={tokenizer_dir}"]
-    args = ["tune", str(spec_file(tmp_path)), "--out", str(out), *trial]
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([sys.executable, "-m", "sslab.cli", *args], start_new_session=True,
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        first = wait_for_finished_trial(out, driver, timeout_s=400)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
-        driver.wait()
-    before = (first / "summary.json").stat().st_mtime, steps_logged(first)
-    with pytest.raises(sslab.RunError, match="--resume"):
-        sslab.tune(spec_file(tmp_path), out=out, overrides=trial)
-    result = sslab.tune(spec_file(tmp_path), out=out, resume=True, overrides=trial)
-    table = result.table
-    assert len(table) == 2 and table["trial_id"].is_unique, table
-    assert list(table["status"]) == ["FINISHED", "FINISHED"], table
-    assert ((first / "summary.json").stat().st_mtime, steps_logged(first)) == before  # not re-run
-    assert all(json.loads((p / "summary.json").read_text())["num_workers"] == 2 for p in (out / "trials").iterdir())
-
-
-def spec_file(tmp_path: Path) -> Path:
-    path = tmp_path / "two_lrs.yaml"
-    if not path.exists():
-        path.write_text(json.dumps(space(space={"train.lr": {"grid": [3e-3, 1e-3]}})))  # JSON is YAML
-    return path
-
-
-def wait_for_finished_trial(out: Path, driver: subprocess.Popen, timeout_s: float) -> Path:
-    """The first trial whose run finished and whose end Tune has recorded in its experiment state."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        assert driver.poll() is None, f"the search exited early ({driver.returncode}): see driver.log"
-        done = [p.parent for p in (out / "trials").glob("*/summary.json")]
-        states = list((out / "tune").glob("experiment_state*.json"))
-        if done and states and "TERMINATED" in states[0].read_text():
-            return done[0]
-        time.sleep(2.0)
-    raise AssertionError(f"no trial finished in {timeout_s:.0f}s")
