@@ -9,6 +9,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,6 +274,8 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
         dataset_config=ray.train.DataConfig(
             execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
+    main_thread = threading.current_thread() is threading.main_thread()
+    ctrl_c = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         return trainer.fit()
     except Exception as e:  # Ray wraps worker errors; show ours as they were raised
@@ -280,6 +284,11 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
             raise ours from None
         raise RunError(f"training failed: {first_worker_error(e)} "
                        f"(rerun the same command to resume from the last checkpoint in {run_dir})") from e
+    finally:
+        if main_thread:
+            # Ray Train's Ctrl-C handler holds the finished run's controller, and with it the
+            # run's dataset actors (four processes, ~1.5 GB), until another run replaces it.
+            signal.signal(signal.SIGINT, ctrl_c)
 
 
 def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> dict:
