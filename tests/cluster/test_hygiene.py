@@ -17,7 +17,7 @@ import sslab
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 # Each trial is a whole Ray Train run (~40 s of start-up and shutdown on 2 cores), so CI sweeps
-# 30; SSLAB_HYGIENE_TRIALS=100 runs the full sweep (its figures are in the issue notes).
+# 30; SSLAB_HYGIENE_TRIALS=100 runs the full sweep (about an hour here).
 TRIALS = int(os.environ.get("SSLAB_HYGIENE_TRIALS", 30))
 RAY_DATA_SINGLETONS = {"_StatsActor", "_AutoscalingCoordinatorActor"}
 TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=200", "train.seq_len=32", "train.batch_size=4",
