@@ -11,6 +11,7 @@ import time
 import psutil
 import pytest
 import ray
+from ray.util.state import list_actors
 
 import sslab
 
@@ -80,8 +81,7 @@ def test_a_long_sweep_keeps_driver_memory_bounded_and_leaves_nothing_behind(loca
     # Nothing left behind: every placement group removed, every CPU free, no actor of any run
     # alive (Ray Data's two per-cluster bookkeeping actors stay, whatever ran).
     def leftovers() -> list[str]:
-        alive = ray.util.state.list_actors(address=ray.get_runtime_context().gcs_address,
-                                           filters=[("state", "=", "ALIVE")])
+        alive = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")])
         pgs = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
         busy = ray.available_resources().get("CPU", 0) != ray.cluster_resources()["CPU"]
         return ([a.class_name for a in alive if a.class_name not in RAY_DATA_SINGLETONS]
