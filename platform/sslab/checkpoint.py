@@ -67,7 +67,13 @@ def latest(run_dir: str | Path) -> Path | None:
 
 def die_once_copying(tmp: Path, dest: Path) -> None:
     """Pad the checkpoint so that copying it takes a while, and SIGKILL this process (as a lost
-    machine would) as soon as the copy has begun: ``dest`` holds a first file."""
+    machine would) as soon as the copy has begun: ``dest`` holds a first file.
+
+    Waits first until an earlier checkpoint is registered: Train's controller collects reports
+    every ~2 s, and a kill before it has would restart the run from step 0 (and strike again)."""
+    deadline = time.monotonic() + 300
+    while latest(dest.parent) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     with open(tmp / "padding.bin", "wb") as f:
         f.truncate(256 * 2**20)  # sparse: cheap to make, a real 256 MiB to copy
 
