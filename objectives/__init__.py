@@ -5,10 +5,10 @@ Importing this package imports each module, so ``available()`` lists them all.
 import importlib
 import pkgutil
 
-from sslab.objectives.base import Objective, RowRandom, available, get, register
+from sslab.objectives.base import Objective, RowRandom, adopt, available, get, plugins, register
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name != "base":
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["Objective", "RowRandom", "available", "get", "register"]
+__all__ = ["Objective", "RowRandom", "adopt", "available", "get", "plugins", "register"]

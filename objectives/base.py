@@ -7,6 +7,7 @@ model side (:meth:`Objective.loss`, run in Ray Train workers) scores the model o
 from __future__ import annotations
 
 import abc
+import sys
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -200,6 +201,26 @@ def get(name: str) -> type[Objective]:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(f"objective {name!r} is unknown (available: {', '.join(available())})") from None
+
+
+def plugins() -> tuple[type[Objective], ...]:
+    """Objectives registered from outside sslab (a script, a user's module). Ray processes do not
+    import them: pass these along and :func:`adopt` them there; they travel by value."""
+    import ray.cloudpickle
+
+    found = tuple(cls for cls in _REGISTRY.values() if not cls.__module__.startswith("sslab."))
+    for cls in found:
+        if cls.__module__ != "__main__":  # cloudpickle sends __main__'s classes by value already
+            ray.cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
+    return found
+
+
+def adopt(classes) -> None:
+    """Register :func:`plugins` of the driver in this (Ray worker) process."""
+    for cls in classes:
+        known = _REGISTRY.get(cls.name)
+        if known is None or known.__qualname__ != cls.__qualname__:  # the same class unpickled twice is fine
+            register(cls)
 
 
 def available() -> list[str]:

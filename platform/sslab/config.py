@@ -243,6 +243,29 @@ class RunConfig:
         check(bool(self.out), "run.out", self.out, "a directory path")
 
 
+WANDB_MODES = ("online", "offline")
+
+
+@dataclass(kw_only=True)
+class TrackConfig:
+    """Experiment tracking (rank 0 only); a resume continues the same tracked run."""
+
+    tensorboard: bool = True
+    """TensorBoard event files in ``<run>/tensorboard`` (``tensorboard --logdir runs/``)."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI, e.g. ``file:./mlruns`` or ``http://mlflow:5000`` (needs ``sslab[mlflow]``)."""
+    mlflow_experiment: str = "sslab"
+    """MLflow experiment the runs go to (created when missing)."""
+    wandb_project: str | None = None
+    """Weights & Biases project (needs ``sslab[wandb]`` and ``WANDB_API_KEY`` unless offline)."""
+    wandb_mode: str = "online"
+    """``online``, or ``offline``: write under ``<run>/wandb`` for a later ``wandb sync``."""
+
+    def __post_init__(self):
+        check(self.wandb_mode in WANDB_MODES, "track.wandb_mode", self.wandb_mode, "online or offline")
+        check(bool(self.mlflow_experiment), "track.mlflow_experiment", self.mlflow_experiment, "a name")
+
+
 @dataclass(kw_only=True)
 class ObjectiveConfig:
     """Base of every objective's ``Config``; ``name`` picks the objective from the registry."""
@@ -263,6 +286,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self):
         check(self.train.seq_len <= self.model.max_positions, "train.seq_len", self.train.seq_len,

@@ -1,8 +1,11 @@
-"""One progress line per report: step, loss, throughput and ETA (rank 0 only)."""
+"""Progress lines with an ETA: the training loop's (one per report, rank 0 only) and those of the
+long steps before it (the tokenizer's sample, the pipeline)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import Iterable, Iterator
 
 
 def fmt_duration(seconds: float) -> str:
@@ -42,3 +45,29 @@ class Progress:
                   f"| {self.tokens_per_s / 1e3:.1f}k tok/s{extra} | eta {fmt_duration(per_step * (self.total - self.step))}",
                   file=sys.__stdout__, flush=True)  # past Ray Train's print-to-logger patch
         self.window_start, self.window_tokens = time.perf_counter(), 0
+
+
+def say(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"[sslab] {message}", file=sys.__stdout__, flush=True)
+
+
+@contextlib.contextmanager
+def stage(what: str, quiet: bool = False):
+    """``[sslab] what ...`` on entry and ``what: done in Ns`` on exit."""
+    say(f"{what} ...", quiet)
+    start = time.perf_counter()
+    yield
+    say(f"{what}: done in {time.perf_counter() - start:.0f}s", quiet)
+
+
+def counting(items: Iterable, total: int, what: str, quiet: bool = False, every_s: float = 5.0) -> Iterator:
+    """Yield ``items``, printing ``what: n/total | rate | eta`` every ``every_s`` seconds."""
+    start = last = time.perf_counter()
+    for n, item in enumerate(items, 1):
+        yield item
+        now = time.perf_counter()
+        if not quiet and now - last >= every_s:
+            rate = n / (now - start)
+            say(f"{what}: {n:,}/{total:,} | {rate:,.0f}/s | eta {fmt_duration((total - n) / rate)}")
+            last = now

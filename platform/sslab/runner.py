@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from ray.data.expressions import col
 from ray.train.torch import TorchTrainer
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sslab import capacity, corpus, evaluation, pipeline, runs
+from sslab import capacity, corpus, evaluation, pipeline, progress, runs, tracking
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
 from sslab.errors import RunError, find_sslab_error, first_worker_error
+from sslab import objectives
 from sslab.objectives import get as get_objective
 from sslab.train_loop import train_loop_per_worker
 
@@ -85,6 +87,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     hooks = hooks or TrialHooks()
     started = time.time()
     corpus.check(cfg.corpus)
+    tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
@@ -193,11 +196,17 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     """Read and split the corpus, get the tokenizer, pack and corrupt the blocks."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same blocks in the same order on every rerun
-    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # sslab prints one line per stage
+    quiet = cfg.run.quiet
+    # Ray Data's own bars (rows/s and an ETA per operator) on a terminal; sslab's lines elsewhere.
+    ctx.enable_progress_bars = not quiet and sys.stderr.isatty()
+    ctx.print_on_execution_start = False
     docs = corpus.read_documents(cfg.corpus)
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
-    tok = tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample_texts(train_docs, cfg.tokenizer.sample_docs),
-                                           run_dir, cfg.model.max_positions, fallback_path=cfg.model.init_from)
+    sample = progress.counting(sample_texts(train_docs, cfg.tokenizer.sample_docs), cfg.tokenizer.sample_docs,
+                               "tokenizer sample (documents)", quiet)
+    with progress.stage("tokenizer", quiet):
+        tok = tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample, run_dir, cfg.model.max_positions,
+                                               fallback_path=cfg.model.init_from)
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
     tokenizers_mod.add_tokens(tok, extra, run_dir)
@@ -206,9 +215,11 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
     train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit)
-    if cfg.train.materialize:
-        train_blocks = train_blocks.materialize()
-    num_train = train_blocks.count()
+    with progress.stage(f"pipeline: cleaning, tokenizing and packing the training split into {objective.unit} rows",
+                        quiet):
+        if cfg.train.materialize:
+            train_blocks = train_blocks.materialize()
+        num_train = train_blocks.count()
     if num_train == 0:
         corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
         raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(objective.unit, cfg.train.seq_len)}")
@@ -261,7 +272,8 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
                            "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
-                           "run_dir": str(run_dir), "start_from": hooks.start_from, **faults()},
+                           "run_dir": str(run_dir), "start_from": hooks.start_from,
+                           "plugins": objectives.plugins(), **faults()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=gpu, placement_strategy=s.placement_strategy,
             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}),

@@ -18,7 +18,7 @@ from sslab.errors import RunError
 # Keys a rerun may change and still resume: how long, how often, where and on what it runs.
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.prefetch_batches", "train.max_nonfinite", "scaling.",
-                     "run.", "eval.probe_docs")
+                     "run.", "track.", "eval.probe_docs")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -30,6 +30,7 @@ from sslab import capacity, corpus
 from sslab import config as config_mod
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
+from sslab.objectives import adopt, plugins
 from sslab.search_spec import SearchSpec, load_spec
 
 log = logging.getLogger("sslab")
@@ -67,7 +68,7 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     concurrent = concurrency(spec)
     base = config_mod.merge(with_shared_tokenizer(spec, search_dir), {"scaling": spec.scaling()})
     setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
-                       metric=spec.metric, pbt=spec.scheduler.name == "pbt")
+                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins())
     tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
     grid = tuner.fit()
     table = results_table(grid, spec)
@@ -192,8 +193,11 @@ class TrialSetup:
     search_dir: str
     metric: str
     pbt: bool
+    plugins: tuple = ()
+    """Objectives the driver's script registered (see ``sslab.objectives.plugins``)."""
 
     def config(self, params: dict, run_dir: Path) -> config_mod.Config:
+        adopt(self.plugins)
         tree = config_mod.merge(self.base, {"run": {"out": str(run_dir), "quiet": True}})
         for key in self.params:
             config_mod.set_dotted(tree, key, params[key])
@@ -220,7 +224,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     # The run leaves the trial's placement group, which Tune would capture its Ray Data tasks
     # into: it schedules like a standalone run, and dies with the trial when Tune stops it.
     run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    done = run.remote(cfg, hooks)
+    done = run.remote(cfg, hooks, setup.plugins)
     while True:
         finished = bool(ray.wait([done], timeout=0)[0])
         try:
@@ -248,9 +252,10 @@ def tune_result(metrics: dict, metric: str) -> dict:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def drive_run(cfg, hooks) -> dict:
+def drive_run(cfg, hooks, outside_objectives) -> dict:
     from sslab.runner import pretrain
 
+    adopt(outside_objectives)
     return pretrain(cfg, hooks=hooks).summary
 
 

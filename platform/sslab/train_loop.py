@@ -22,9 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from sslab import checkpoint, config as config_mod, models
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
-from sslab.objectives import get as get_objective
+from sslab.objectives import adopt, get as get_objective
 from sslab.objectives.base import splitmix64, unwrap
 from sslab.progress import Progress
+from sslab.tracking import Tracker
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Worker:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     counters: Counters
     progress: Progress
+    tracker: Tracker
     val_shard: object
     world: int
     flops_per_token: float | None
@@ -124,6 +126,7 @@ class Worker:
 
 def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     """Build (or restore) the model, optimizer and schedule; returns the worker and restored counters."""
+    adopt(loop_cfg.get("plugins", ()))  # objectives registered by the driver's script
     cfg = config_mod.build(loop_cfg["config"])
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
@@ -139,7 +142,9 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     peak = models.peak_flops(device)
     quiet = cfg.run.quiet or ctx.get_world_rank() != 0
     worker = Worker(cfg, loop_cfg, objective, model, optimizer, scheduler, counters,
-                    Progress(cfg.train.max_steps, counters.step, quiet=quiet), ray.train.get_dataset_shard("val"),
+                    Progress(cfg.train.max_steps, counters.step, quiet=quiet),
+                    Tracker(cfg, loop_cfg["run_dir"], counters.step, ctx.get_world_rank()),
+                    ray.train.get_dataset_shard("val"),
                     ctx.get_world_size(), models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None,
                     peak)
     return worker, restored
@@ -172,16 +177,17 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     if restored:  # fault injection strikes a fresh attempt only
         loop_cfg["kill_during_checkpoint"] = None
     w.model.train()
-    while counters.step < cfg.train.max_steps:
-        if counters.step == fail_at:
-            raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
-        torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
-        loss, grad_norm, tokens, logs = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
-        apply_or_skip(w.optimizer, w.scheduler, counters, loss, grad_norm, cfg)
-        counters.step += 1
-        counters.tokens += tokens * w.world
-        w.progress.tick(tokens * w.world)
-        maybe_report(w, {**step_metrics(w, loss, grad_norm), **logs})
+    with contextlib.closing(w.tracker):
+        while counters.step < cfg.train.max_steps:
+            if counters.step == fail_at:
+                raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
+            torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
+            loss, grad_norm, tokens, logs = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
+            apply_or_skip(w.optimizer, w.scheduler, counters, loss, grad_norm, cfg)
+            counters.step += 1
+            counters.tokens += tokens * w.world
+            w.progress.tick(tokens * w.world)
+            maybe_report(w, {**step_metrics(w, loss, grad_norm), **logs})
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
@@ -230,6 +236,7 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
         append_history(w.loop_cfg["run_dir"], metrics)
+        w.tracker.log(metrics)
     if not (do_eval or do_ckpt):
         # Logging alone skips Ray: a report is a barrier, and Train V2's controller drains each
         # worker's one-slot result queue every 2 s, so frequent reports would stall the step.
