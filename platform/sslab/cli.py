@@ -26,7 +26,15 @@ TUNE_EXAMPLES = """examples:
 
 # Shorthand flags and the config keys they set.
 FLAGS = {"objective": "objective.name", "corpus": "corpus.source", "preset": "model.preset",
-         "workers": "scaling.num_workers", "max_steps": "train.max_steps", "out": "run.out"}
+         "workers": "scaling.num_workers", "max_steps": "train.max_steps", "out": "run.out",
+         "mlflow_uri": "track.mlflow_uri", "wandb_project": "track.wandb_project"}
+TRACK_FLAGS = ("mlflow_uri", "wandb_project")
+
+
+def add_tracking(p) -> None:
+    p.add_argument("--mlflow-uri", help="also log to MLflow, e.g. file:./mlruns or http://mlflow:5000 (sslab[mlflow])")
+    p.add_argument("--wandb-project", help="also log to Weights & Biases (sslab[wandb]; track.wandb_mode=offline "
+                                           "writes locally)")
 
 
 def add_pretrain(sub) -> None:
@@ -41,6 +49,7 @@ def add_pretrain(sub) -> None:
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     p.add_argument("--out", help="run directory (rerun with the same one to resume)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_tracking(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=1e-3")
 
 
@@ -80,6 +89,7 @@ def add_tune(sub) -> None:
     p.add_argument("--out", help="search directory (default runs/<space name>)")
     p.add_argument("--num-samples", type=int, help="trials to run (overrides the file's num_samples)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    add_tracking(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="search keys or base config overrides")
 
 
@@ -87,6 +97,7 @@ def cmd_tune(args) -> int:
     from sslab.search import tune
 
     overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples is not None else [])
+    overrides += [f"{FLAGS[f]}={getattr(args, f)}" for f in TRACK_FLAGS if getattr(args, f) is not None]
     result = tune(args.spec, out=args.out, resume=args.resume, overrides=overrides)
     print_search(result)
     return 0
@@ -108,6 +119,8 @@ def print_search(result) -> None:
         print(f"  trial {row.trial_id} failed: {row.error}")
     print(f"\n  results  {result.results_csv}")
     print(f"  best     {result.best['model_dir']}" if result.best else "  best     (no trial finished)")
+    if result.report:
+        print(f"  report   {result.report}")
 
 
 def cmd_spaces(args) -> int:
@@ -139,13 +152,123 @@ def cmd_objectives(args) -> int:
     return 0
 
 
+LIST_EXAMPLES = {
+    "objectives": "example:\n  sslab objectives        then e.g. sslab pretrain --objective span objective.noise_density=0.3",
+    "spaces": "example:\n  sslab spaces            then e.g. sslab tune mlm_masking --out runs/masking",
+    "presets": "example:\n  sslab presets           then e.g. sslab pretrain --preset small model.arch=bert",
+}
+
+REPORT_EXAMPLES = """examples:
+  sslab report runs/demo              (a search: curves, knob vs metric, ranked trials, throughput)
+  sslab report runs/demo/trials/22eae_00000    (one run)
+"""
+
+EVAL_EXAMPLES = """examples:
+  sslab eval runs/demo/best/model --data reviews.jsonl --label-field sentiment
+  sslab eval runs/a/model --data labelled.csv --no-finetune          (linear probe only)
+  sslab eval runs/gpt/model --perplexity data/heldout/               (a decoder: perplexity)
+"""
+
+
+def add_listings(sub) -> None:
+    helps = {"objectives": "list the objectives, their knobs and metrics", "spaces": "list the shipped search spaces",
+             "presets": "list the model size presets"}
+    for name, text in helps.items():
+        sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=LIST_EXAMPLES[name],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="write an HTML report of a run or a search", epilog=REPORT_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Write <dir>/report/index.html (self-contained, images inline) and its PNGs.")
+    p.add_argument("path", help="a run directory or a search directory")
+
+
+def cmd_report(args) -> int:
+    from sslab.report import write_report
+
+    print(f"[sslab] report: {write_report(args.path)}")
+    return 0
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="downstream evaluation of an exported model", epilog=EVAL_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Classification on a labelled file (linear probe and full fine-tuning; accuracy "
+                                   "and macro-F1 on a held-out split), or perplexity of a decoder on a corpus.")
+    p.add_argument("model_dir", help="an exported model directory (a run's model/, a search's best/model)")
+    p.add_argument("--data", help="labelled .jsonl, .csv or .parquet")
+    p.add_argument("--text-field", default="text", help="text column of --data (default: text)")
+    p.add_argument("--label-field", default="label", help="label column of --data (default: label)")
+    p.add_argument("--no-probe", action="store_true", help="skip the linear probe")
+    p.add_argument("--no-finetune", action="store_true", help="skip full fine-tuning")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default: 3)")
+    p.add_argument("--lr", type=float, default=5e-5, help="fine-tuning learning rate (default: 5e-5)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example (default: 128)")
+    p.add_argument("--seed", type=int, default=0, help="split and fine-tuning seed (default: 0)")
+    p.add_argument("--perplexity", metavar="CORPUS", help="a decoder's perplexity on a text file, folder or .jsonl")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from sslab import downstream
+    from sslab.errors import ConfigError
+
+    if not (args.data or args.perplexity):
+        raise ConfigError("sslab eval needs --data FILE (classification) or --perplexity CORPUS (decoders)")
+    result = {}
+    if args.data:
+        result.update(downstream.classify(args.model_dir, args.data, text_field=args.text_field,
+                                          label_field=args.label_field, probe=not args.no_probe,
+                                          finetune=not args.no_finetune, epochs=args.epochs, lr=args.lr,
+                                          max_length=args.max_length, seed=args.seed))
+    if args.perplexity:
+        result.update(downstream.perplexity(args.model_dir, args.perplexity, max_length=args.max_length))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"\n[sslab] eval of {args.model_dir}")
+    for k, v in result.items():
+        if isinstance(v, float):
+            print(f"  {k:<18} {v:.4f}")
+        elif k in ("n_train", "n_test", "tokens"):
+            print(f"  {k:<18} {v:,}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModel
+
+    from sslab.config import ModelConfig
+    from sslab.models import PRESETS, encoder_config
+
+    vocab = SimpleNamespace(size=32000, pad_id=0, cls_id=1, sep_id=2)
+    print(f"{'preset':<8} {'hidden':>6} {'layers':>6} {'heads':>5} {'ffn':>5}  parameters without embeddings")
+    for name, (hidden, layers, heads, inter) in PRESETS.items():
+        with torch.device("meta"):  # counts parameters without allocating them
+            model = AutoModel.from_config(encoder_config(ModelConfig(preset=name), vocab))
+        body = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+        print(f"{name:<8} {hidden:>6} {layers:>6} {heads:>5} {inter:>5}  {body / 1e6:8.1f}M")
+    print("\nmodel.arch: modernbert (default), bert, roberta; decoders (clm) and encoder-decoders (span, denoise)\n"
+          "use the same sizes. Embeddings add vocab_size x hidden (tokenizer.vocab_size).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sslab", description="Self-supervised LM pretraining on Ray.")
+    parser = argparse.ArgumentParser(prog="sslab", description="Self-supervised LM pretraining on Ray.",
+                                     epilog="run `sslab COMMAND --help` for a command's options and examples")
     sub = parser.add_subparsers(dest="command", required=True)
     add_pretrain(sub)
     add_tune(sub)
-    sub.add_parser("objectives", help="list the objectives, their knobs and metrics")
-    sub.add_parser("spaces", help="list the shipped search spaces")
+    add_eval(sub)
+    add_report(sub)
+    add_listings(sub)
     # key=value overrides may come before or after the flags (argparse alone wants them last).
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
@@ -154,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
-    handler = {"pretrain": cmd_pretrain, "tune": cmd_tune, "objectives": cmd_objectives,
-               "spaces": cmd_spaces}[args.command]
+    handler = {"pretrain": cmd_pretrain, "tune": cmd_tune, "eval": cmd_eval, "report": cmd_report,
+               "objectives": cmd_objectives, "spaces": cmd_spaces, "presets": cmd_presets}[args.command]
     try:
         return handler(args)
     except SslabError as e:

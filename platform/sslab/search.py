@@ -31,7 +31,7 @@ from sslab import config as config_mod
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
-from sslab.search_spec import SearchSpec, load_spec
+from sslab.search_spec import DownstreamSpec, SearchSpec, load_spec
 
 log = logging.getLogger("sslab")
 DATA_CPUS = 1  # CPUs each trial leaves to Ray Data for tokenising and masking
@@ -46,6 +46,8 @@ class SearchResult:
     table: object  # pandas.DataFrame, one row per trial, best first
     best: dict | None
     """The best finished trial: ``trial_id``, ``params``, ``metrics``, ``run_dir``, ``model_dir`` (in ``best/``)."""
+    report: Path | None = None
+    """``report/index.html``: learning curves, knob vs metric, the ranked trials, throughput."""
 
     @property
     def results_csv(self) -> Path:
@@ -68,13 +70,25 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     concurrent = concurrency(spec)
     base = config_mod.merge(with_shared_tokenizer(spec, search_dir), {"scaling": spec.scaling()})
     setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
-                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins())
+                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins(),
+                       downstream=spec.downstream)
     tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
     grid = tuner.fit()
     table = results_table(grid, spec)
     table.to_csv(search_dir / "results.csv", index=False)
     best = export_best(table, search_dir)
-    return SearchResult(search_dir, table, best)
+    return SearchResult(search_dir, table, best, write_report(search_dir))
+
+
+def write_report(search_dir: Path) -> Path | None:
+    """The search's HTML report; a search that finished is not failed by its report."""
+    from sslab.report import write_report as write
+
+    try:
+        return write(search_dir)
+    except Exception as e:  # noqa: BLE001 - the results are on disk; say why the page is missing
+        log.warning("could not write the report (%s: %s); rerun `sslab report %s`", type(e).__name__, e, search_dir)
+        return None
 
 
 # ---------------------------------------------------------------- before Ray
@@ -195,6 +209,7 @@ class TrialSetup:
     pbt: bool
     plugins: tuple = ()
     """Objectives the driver's script registered (see ``sslab.objectives.plugins``)."""
+    downstream: DownstreamSpec | None = None
 
     def config(self, params: dict, run_dir: Path) -> config_mod.Config:
         adopt(self.plugins)
@@ -233,15 +248,26 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
             if finished:
                 break
             continue
+        if metrics.get("step", 0) >= cfg.train.max_steps and any(k.startswith("eval_") for k in metrics):
+            ray.wait([done])  # the last result ends the trial: let the run export its model first
+            if setup.downstream:
+                metrics = {**metrics, **downstream_scores(done, setup.downstream, run_dir, cfg.train.seq_len)}
         if setup.metric in metrics:  # a report without evaluation (a checkpoint only) is not a result
-            if metrics.get("step", 0) >= cfg.train.max_steps:
-                ray.wait([done])  # the last result may end the trial: let the run export its model first
             checkpoint = ray_tune.Checkpoint.from_directory(ckpt) if setup.pbt and ckpt else None
             ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)
     try:
         ray.get(done)
     except Exception as e:
         raise (find_sslab_error(e) or e) from None
+
+
+def downstream_scores(done, downstream: DownstreamSpec, run_dir: Path, seq_len: int) -> dict:
+    """The finished trial's ``downstream_*`` metrics (its model is exported once the run returns)."""
+    try:
+        ray.get(done)
+    except Exception as e:
+        raise (find_sslab_error(e) or e) from None
+    return downstream.score(run_dir / "model", seq_len)
 
 
 def tune_result(metrics: dict, metric: str) -> dict:
@@ -366,7 +392,7 @@ def results_table(grid, spec: SearchSpec):
         m = result.metrics or {}
         row = {"trial_id": Path(result.path).name, **{d.field: result.config.get(d.field) for d in spec.domains}}
         row["status"] = status_of(result, spec.max_steps)
-        row.update({k: v for k, v in sorted(m.items()) if k.startswith(("eval_", "probe_"))})
+        row.update({k: v for k, v in sorted(m.items()) if k.startswith(("eval_", "probe_", "downstream_"))})
         row.update(step=m.get("step"), tokens=m.get("tokens"), wall_s=round(m.get("time_total_s", 0.0), 1),
                    error=error_line(result.error) if result.error else "")
         rows.append(row)

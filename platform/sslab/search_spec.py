@@ -164,6 +164,43 @@ class ResourcesSpec:
             check(self.gpus_per_worker >= 0, "resources.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
 
 
+DOWNSTREAM_METRICS = ("downstream_probe_acc", "downstream_probe_macro_f1")
+DOWNSTREAM_FINETUNED = ("downstream_finetune_acc", "downstream_finetune_macro_f1")
+
+
+@dataclass(kw_only=True)
+class DownstreamSpec:
+    """Score every finished trial's model on a labelled file (``sslab eval``), so that a search
+    can rank by what the model does downstream: ``metric: downstream_probe_macro_f1``."""
+
+    data: str
+    """Labelled ``.jsonl``, ``.csv`` or ``.parquet``; read on the node that runs the trial."""
+    text_field: str = "text"
+    label_field: str = "label"
+    finetune: bool = False
+    """Also fine-tune the whole model (``downstream_finetune_*``); the linear probe always runs."""
+    epochs: int = 3
+    """Fine-tuning epochs."""
+
+    def __post_init__(self):
+        from sslab import downstream
+
+        self.data = str(Path(self.data).expanduser().resolve())
+        downstream.load_labelled(self.data, self.text_field, self.label_field)  # a bad file fails here, before Ray
+        check(self.epochs >= 1, "downstream.epochs", self.epochs, "an integer >= 1")
+
+    def metrics(self) -> tuple[str, ...]:
+        return DOWNSTREAM_METRICS + (DOWNSTREAM_FINETUNED if self.finetune else ())
+
+    def score(self, model_dir: Path, max_length: int) -> dict[str, float]:
+        """The ``downstream_*`` metrics of the model in ``model_dir``."""
+        from sslab import downstream
+
+        result = downstream.classify(model_dir, self.data, text_field=self.text_field, label_field=self.label_field,
+                                     finetune=self.finetune, epochs=self.epochs, max_length=max_length)
+        return {f"downstream_{k}": v for k, v in result.items() if isinstance(v, float)}
+
+
 @dataclass(kw_only=True)
 class SearchSpec:
     """A whole search: what to train, what to vary, how to rank and schedule, on what."""
@@ -185,6 +222,8 @@ class SearchSpec:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     max_concurrent_trials: int | None = None
     """At most this many trials at once; ``None``: as many as the cluster's CPUs (or GPUs) hold."""
+    downstream: DownstreamSpec | None = None
+    """Score each finished trial downstream (see :class:`DownstreamSpec`)."""
 
     domains: list[Domain] = field(default_factory=list, init=False, repr=False)
 
@@ -259,6 +298,9 @@ class SearchSpec:
         from sslab.objectives import get
 
         check(bool(self.metric), "metric", self.metric, "the name of a fixed-protocol metric")
+        if self.metric.startswith("downstream_"):
+            self.check_downstream_metric()
+            return
         why = "" if self.metric.startswith(("eval_", "probe_")) else \
             " (training losses are not comparable across trials: rank by a fixed-protocol metric)"
         for name in self.objectives():
@@ -272,6 +314,16 @@ class SearchSpec:
             check(cfg.eval.probe_docs > 0 and bool(labelled), "metric", self.metric,
                   "a metric trials report: probe_acc needs eval.probe_docs > 0 and a labelled corpus "
                   "(corpus.label_field)")
+
+    def check_downstream_metric(self) -> None:
+        if self.downstream is None:
+            raise ConfigError(f"metric={self.metric!r} needs a downstream section (data: a labelled file) "
+                              "that scores every finished trial")
+        check(self.metric in self.downstream.metrics(), "metric", self.metric,
+              f"one of {', '.join(self.downstream.metrics())} (downstream.finetune: true adds the finetune_ ones)")
+        check(self.scheduler.name == "fifo", "scheduler.name", self.scheduler.name,
+              f"fifo: metric={self.metric!r} is known only when a trial has finished, so no scheduler can stop "
+              "trials early by it")
 
     def check_algorithm(self) -> None:
         grids = [d.field for d in self.domains if d.kind == "grid"]
@@ -335,7 +387,8 @@ def build_spec(data: dict, name: str = "search") -> SearchSpec:
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"unknown search key '{unknown[0]}' (known: {', '.join(sorted(SPEC_KEYS))})")
-    sections = {"scheduler": SchedulerSpec, "search": SearchAlgSpec, "resources": ResourcesSpec}
+    sections = {"scheduler": SchedulerSpec, "search": SearchAlgSpec, "resources": ResourcesSpec,
+                "downstream": DownstreamSpec}
     for key, cls in sections.items():
         if key in data:
             value = data[key]

@@ -86,3 +86,37 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
                         if line.strip().startswith("lr:")).split(":")[1])
         assert lr in (3e-3, 1e-5), lr  # explore moved it along the grid, never outside it
     assert free_resources_return()
+
+
+def test_a_search_ranks_trials_by_a_downstream_score_of_their_models(ray_cluster, tokenizer_dir, tmp_path):
+    from sslab import downstream, synthetic
+    from sslab.config import SyntheticConfig
+
+    labelled = tmp_path / "labelled.jsonl"
+    pd.DataFrame(synthetic.generate(SyntheticConfig(), 5000, 5240)).to_json(labelled, orient="records", lines=True)
+    result = sslab.tune(space(metric="downstream_probe_macro_f1", mode="max", downstream={"data": str(labelled)},
+                              space={"objective.name": {"grid": ["mlm", "simcse"]}}),
+                        out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+    table = result.table
+    assert list(table["status"]) == ["FINISHED", "FINISHED"], table
+    assert table["downstream_probe_macro_f1"].is_monotonic_decreasing  # ranked by it, best first
+    for row in table.itertuples():  # the score is sslab eval's on the trial's exported model
+        model_dir = result.search_dir / "trials" / row.trial_id / "model"
+        again = downstream.classify(model_dir, labelled, finetune=False, max_length=32)
+        assert row.downstream_probe_macro_f1 == pytest.approx(again["probe_macro_f1"])
+        assert row.downstream_probe_acc == pytest.approx(again["probe_acc"])
+    assert result.best["trial_id"] == table.loc[0, "trial_id"]
+
+
+def test_ranking_by_a_downstream_score_needs_its_data_and_a_fifo_scheduler(tmp_path):
+    with pytest.raises(sslab.ConfigError, match="needs a downstream section"):
+        sslab.tune(space(metric="downstream_probe_acc"), out=tmp_path / "a")
+    labelled = tmp_path / "l.csv"
+    pd.DataFrame({"text": ["a b", "c d", "e f", "g h"] * 3, "label": ["x", "y"] * 6}).to_csv(labelled, index=False)
+    with pytest.raises(sslab.ConfigError, match="scheduler.name='asha'.*fifo"):
+        sslab.tune(space(metric="downstream_probe_acc", downstream={"data": str(labelled)}, scheduler="asha"),
+                   out=tmp_path / "b")
+    with pytest.raises(sslab.ConfigError, match="missing.csv"):
+        sslab.tune(space(metric="downstream_probe_acc", downstream={"data": str(tmp_path / "missing.csv")}),
+                   out=tmp_path / "c")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
