@@ -1,10 +1,14 @@
 """Resume equivalence (torchtitan-style): a run that crashes and is rerun from its last checkpoint
-produces the losses an uninterrupted run would have produced, step for step."""
+produces the losses an uninterrupted run would have produced, step for step; and its tracking
+(TensorBoard, MLflow, W&B) shows one run with each step once."""
 from __future__ import annotations
 
 import json
+import struct
+from types import SimpleNamespace
 
 import pytest
+from tensorboardX.proto.event_pb2 import Event
 
 import sslab
 from sslab.config import load
@@ -33,27 +37,107 @@ def uninterrupted(overrides, tmp_path_factory):
     return sslab.pretrain(load(overrides=overrides(tmp_path_factory.mktemp("a") / "run")))
 
 
-def test_rerunning_a_crashed_run_resumes_after_its_last_checkpoint_with_identical_losses(
-        overrides, uninterrupted, tmp_path, monkeypatch):
-    cfg = load(overrides=overrides(tmp_path / "run"))
-    monkeypatch.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
+@pytest.fixture(scope="module")
+def crashed_and_rerun(overrides, tmp_path_factory):
+    """A run that crashes at step 15, is rerun to the end, then rerun once more when finished;
+    it is tracked to TensorBoard, MLflow (a file: store) and W&B (offline) throughout."""
+    root = tmp_path_factory.mktemp("crashed")
+    cfg = load(overrides=overrides(root / "run", f"track.mlflow_uri=file:{root / 'mlruns'}",
+                                   "track.wandb_project=sslab-test", "track.wandb_mode=offline"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
     with pytest.raises(RunError, match="injected failure"):
         sslab.pretrain(cfg)
-    assert max(losses(tmp_path / "run")) == CRASH
-    monkeypatch.delenv("SSLAB_FAIL_AT_STEP")
+    crashed_at = max(losses(root / "run"))
+    mp.undo()
     resumed = sslab.pretrain(cfg)  # the same command again
+    lines = (root / "run" / "metrics.jsonl").read_text()
+    again = sslab.pretrain(cfg)  # a finished run: nothing to train, the same model exported again
+    return SimpleNamespace(root=root, run_dir=root / "run", crashed_at=crashed_at, resumed=resumed, lines=lines,
+                           again=again)
 
-    assert resumed.summary["steps"] == STEPS
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+def test_rerunning_a_crashed_run_resumes_after_its_last_checkpoint_with_identical_losses(
+        crashed_and_rerun, uninterrupted):
+    run = crashed_and_rerun
+    assert run.crashed_at == CRASH
+    assert run.resumed.summary["steps"] == STEPS
+    rows = [json.loads(line) for line in run.lines.splitlines()]
     # The rerun starts at the step after the last checkpoint (10), not at 0 and not at the crash.
     assert [r["step"] for r in rows][CRASH:CRASH + 2] == [EVERY + 1, EVERY + 2]
-    expected, got = losses(uninterrupted.run_dir), losses(tmp_path / "run")
+    expected, got = losses(uninterrupted.run_dir), losses(run.run_dir)
     assert got == expected  # bit for bit on CPU: same data, masks, dropout and optimizer state
-    assert resumed.summary["metrics"]["eval_mlm_loss"] == uninterrupted.summary["metrics"]["eval_mlm_loss"]
+    assert run.resumed.summary["metrics"]["eval_mlm_loss"] == uninterrupted.summary["metrics"]["eval_mlm_loss"]
+    assert run.again.summary["steps"] == STEPS and (run.run_dir / "metrics.jsonl").read_text() == run.lines
 
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
-    again = sslab.pretrain(cfg)  # a finished run: nothing to train, the same model exported again
-    assert again.summary["steps"] == STEPS and (tmp_path / "run" / "metrics.jsonl").read_text() == lines
+
+# ---------------------------------------------------------------- tracking across the crash
+
+
+def tensorboard_scalars(logdir) -> dict[str, dict[int, float]]:
+    """Scalars as TensorBoard shows them: a START session log at step s (``purge_step``) drops
+    the events at step s and later that were written before it."""
+    seen: dict[str, dict[int, float]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        for event in read_events(path):
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                for series in seen.values():
+                    for step in [s for s in series if s >= event.step]:
+                        del series[step]
+            for value in event.summary.value:
+                seen.setdefault(value.tag, {})[event.step] = value.simple_value
+    return seen
+
+
+def read_events(path):
+    """TFRecord framing: length (8 bytes), its CRC (4), the record, its CRC (4)."""
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        yield Event.FromString(data[i + 12:i + 12 + n])
+        i += 12 + n + 4
+
+
+def test_tensorboard_shows_each_step_once_across_a_crash_and_rerun(crashed_and_rerun):
+    run = crashed_and_rerun
+    scalars = tensorboard_scalars(run.run_dir / "tensorboard")
+    assert sorted(scalars["train/loss"]) == list(range(1, STEPS + 1))
+    # The rerun's values replace the crashed attempt's after the checkpoint it resumed from.
+    assert scalars["train/loss"] == pytest.approx(losses(run.run_dir))
+    assert list(scalars["eval/eval_mlm_loss"]) == [STEPS]
+
+
+def test_mlflow_gets_one_run_with_params_and_the_whole_loss_history(crashed_and_rerun, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file: store only when asked
+    run = crashed_and_rerun
+    client = MlflowClient(tracking_uri=f"file:{run.root / 'mlruns'}")
+    found = client.search_runs([client.get_experiment_by_name("sslab").experiment_id])
+    assert len(found) == 1  # the reruns continued the crashed attempt's run
+    tracked = found[0]
+    assert tracked.info.run_name == "run" and tracked.info.status == "FINISHED"
+    assert tracked.data.params["objective.name"] == "mlm" and tracked.data.params["train.max_steps"] == str(STEPS)
+    assert {m.step for m in client.get_metric_history(tracked.info.run_id, "loss")} == set(range(1, STEPS + 1))
+    assert tracked.data.metrics["eval_mlm_loss"] == pytest.approx(run.resumed.summary["metrics"]["eval_mlm_loss"])
+
+
+def test_wandb_offline_writes_one_resumable_run_under_the_run_directory(crashed_and_rerun):
+    run_dir = crashed_and_rerun.run_dir
+    run_id = (run_dir / ".wandb_run_id").read_text()
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) >= 2 and all(p.name.endswith(run_id) for p in attempts)  # one id: `wandb sync` merges
+    assert all(list(p.glob("*.wandb")) for p in attempts)
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_before_ray(tiny, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(sslab.ConfigError, match=r"track.mlflow_uri='file:x' needs the mlflow package"):
+        sslab.pretrain(load(overrides=tiny(tmp_path / "run", "track.mlflow_uri=file:x")))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_worker_failure_within_max_failures_restarts_from_the_checkpoint(overrides, uninterrupted,
