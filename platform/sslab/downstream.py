@@ -310,8 +310,10 @@ def predict(model, tok, texts: list[str], device, batch_size: int) -> list[int]:
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i:i + batch_size], truncation=True, padding=True, return_tensors="pt").to(device)
-        out += model(**enc).logits.argmax(-1).tolist()
+        enc = tok(texts[i:i + batch_size], truncation=True, padding=True, return_tensors="pt")
+        # Only these two: GPT-2 would add token-type embeddings the training never saw.
+        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)).logits
+        out += logits.argmax(-1).tolist()
     return out
 
 
@@ -383,7 +385,9 @@ def pack(tok, docs: list[str], max_length: int, model_dir) -> list[list[int]]:
     end = next((t for t in (tok.sep_token_id, tok.eos_token_id) if t is not None), None)
     if start is None or end is None:
         raise ConfigError(f"the tokenizer in {str(model_dir)!r} has no start/end-of-text tokens to frame blocks with")
-    stream = [i for ids in tok(docs, add_special_tokens=False)["input_ids"] for i in (*ids, end)]
+    with quiet():  # documents longer than a block are expected here, not an error
+        encoded = tok(docs, add_special_tokens=False)["input_ids"]
+    stream = [i for ids in encoded for i in (*ids, end)]
     body = max_length - 1
     return [[start, *stream[i:i + body]] for i in range(0, len(stream), body)]
 
