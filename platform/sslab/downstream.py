@@ -30,7 +30,6 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
                           AutoTokenizer, get_linear_schedule_with_warmup)
 
 from sslab.errors import ConfigError
-from sslab.evaluation import mean_pooled
 
 READERS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MIN_ROWS = 4  # fewer cannot give both sides of a split two labels
@@ -67,15 +66,12 @@ def _read_table(path: Path, kind: str) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str)  # labels stay as written ("01" is not 1)
         if kind == "parquet":
             return pd.read_parquet(path)
-        try:
-            return pd.read_json(path, lines=True)
-        except ValueError:
-            if path.suffix.lower() != ".json":
-                raise
-            return pd.read_json(path)  # a .json holding one array of records
+        with open(path, encoding="utf-8", errors="replace") as f:
+            array = f.read(256).lstrip().startswith("[")  # a .json holding one array of records
+        return pd.read_json(path, lines=not array)
     except Exception as e:  # pandas and pyarrow raise many kinds for a malformed file
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"labelled data {str(path)!r} could not be read as {kind}: {first}") from None
+        raise ConfigError(f"{str(path)!r} could not be read as {kind}: {first}") from None
 
 
 def labelled_frame(frame: pd.DataFrame, text_field: str = "text", label_field: str = "label",
@@ -221,6 +217,9 @@ def classify(model_dir: str | Path, data, *, text_field: str = "text", label_fie
     """
     if not (probe or finetune):
         raise ConfigError("classify: probe and finetune are both False; nothing to evaluate")
+    if finetune and (epochs < 1 or batch_size < 1 or lr <= 0):
+        raise ConfigError(f"fine-tuning needs epochs >= 1, batch_size >= 1 and lr > 0, got epochs={epochs}, "
+                          f"batch_size={batch_size}, lr={lr}")
     if isinstance(data, pd.DataFrame):
         df = labelled_frame(data, text_field, label_field)
     else:
@@ -248,6 +247,8 @@ def scores(prefix: str, y_true, y_pred) -> dict[str, float]:
 
 def features(encoder, tok, texts: list[str], device) -> np.ndarray:
     """Mean-pooled last hidden states of ``texts``, one row each."""
+    from sslab.evaluation import mean_pooled  # late: it imports Ray Train (seconds), which perplexity never needs
+
     enc = tok(texts, truncation=True, padding=True, return_tensors="np")
     return mean_pooled(encoder, enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64), device)
 
@@ -280,8 +281,6 @@ def load_classifier(model_dir, tok, labels: list[str]) -> torch.nn.Module:
 def fine_tune(model_dir, tok, train: pd.DataFrame, test: pd.DataFrame, labels: list[str], device, *, seed: int,
               epochs: int, lr: float, batch_size: int) -> dict[str, float]:
     """``finetune_acc`` and ``finetune_macro_f1`` after training the whole model on ``train``."""
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs={epochs} and batch_size={batch_size} must both be >= 1")
     torch.manual_seed(seed)  # the new head's initialisation and dropout
     model = load_classifier(model_dir, tok, labels).to(device)
     index = {label: i for i, label in enumerate(labels)}
@@ -294,8 +293,9 @@ def fine_tune(model_dir, tok, train: pd.DataFrame, test: pd.DataFrame, labels: l
     model.train()
     for _ in range(epochs):
         for rows in torch.randperm(len(y), generator=order).split(batch_size):
-            out = model(input_ids=x["input_ids"][rows].to(device), attention_mask=x["attention_mask"][rows].to(device),
-                        labels=y[rows].to(device))
+            with quiet():  # transformers notes its default loss choice on the first call
+                out = model(input_ids=x["input_ids"][rows].to(device),
+                            attention_mask=x["attention_mask"][rows].to(device), labels=y[rows].to(device))
             out.loss.backward()
             opt.step()
             schedule.step()
@@ -326,16 +326,17 @@ def perplexity(model_dir: str | Path, corpus: str | Path, *, max_length: int = 1
 
     ``corpus`` is a text file (one document per line), a directory of ``.txt`` files, or a
     ``.jsonl``/``.parquet`` file with a ``text`` column; ``max_docs`` keeps its first documents.
-    As in sslab's CLM evaluation, documents are tokenised, each closed by the end-of-text token,
-    concatenated and cut into blocks that open with the start token; every token after it is scored
-    (the last block may be shorter). Returns ``perplexity`` (exp of the mean negative
-    log-likelihood per scored token), ``tokens`` (how many were scored) and ``model_dir``. An
-    encoder or encoder-decoder model is refused with a :class:`~sslab.errors.ConfigError`.
+    Documents are tokenised, each closed by the end-of-text token, concatenated and cut into
+    blocks of ``max_length`` that open with the start token, as sslab packs its training blocks;
+    every token after the start is scored, in the last, shorter block too. Returns ``perplexity``
+    (exp of the mean negative log-likelihood per scored token), ``tokens`` (how many were scored)
+    and ``model_dir``. An encoder or encoder-decoder model is refused with a
+    :class:`~sslab.errors.ConfigError`.
     """
     config = load_config(model_dir)
     if not any(a.endswith(CAUSAL_SUFFIXES) for a in config.architectures or []):
         raise ConfigError(f"perplexity needs a decoder (clm) model, but {str(model_dir)!r} holds "
-                          f"{', '.join(config.architectures or [config.model_type])}; evaluate encoders with classify")
+                          f"{', '.join(config.architectures or [config.model_type])}; evaluate it with classify")
     check_length(config, max_length, model_dir)
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
