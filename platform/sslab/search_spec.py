@@ -389,6 +389,8 @@ def build_spec(data: dict, name: str = "search") -> SearchSpec:
         raise ConfigError(f"unknown search key '{unknown[0]}' (known: {', '.join(sorted(SPEC_KEYS))})")
     sections = {"scheduler": SchedulerSpec, "search": SearchAlgSpec, "resources": ResourcesSpec,
                 "downstream": DownstreamSpec}
+    if data.get("downstream") is None:  # its default: no downstream scoring
+        data.pop("downstream", None)
     for key, cls in sections.items():
         if key in data:
             value = data[key]

@@ -23,6 +23,8 @@ SMALL = ["corpus.synthetic.num_docs=1000", "train.max_steps=20", "train.eval_eve
 
 def run_example(name: str, *args, monkeypatch) -> dict:
     monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *args])
+    # An example may register an objective: it leaves the registry with the test.
+    monkeypatch.setattr(objectives.base, "_REGISTRY", dict(objectives.base._REGISTRY))
     return runpy.run_path(str(EXAMPLES / name), run_name="__main__")
 
 
@@ -42,7 +44,7 @@ def test_a_custom_objective_from_outside_the_package_registers_and_trains(ray_cl
     out = tmp_path / "span_mlm"
     scope = run_example("custom_objective.py", *SMALL, f"run.out={out}", f"tokenizer.path={tokenizer_dir}",
                         "objective.mean_span=4", monkeypatch=monkeypatch)
-    assert objectives.get("span_mlm") is scope["SpanMLM"]
+    assert objectives.get("span_mlm") is scope["SpanMLM"]  # registered from outside the package
     assert "eval_mlm_loss" in capsys.readouterr().out  # MLM's fixed protocol: comparable with plain MLM
     saved = yaml.safe_load((out / "config.yaml").read_text())["objective"]
     assert saved["name"] == "span_mlm" and saved["mean_span"] == 4
