@@ -62,12 +62,12 @@ def test_a_custom_objective_from_outside_the_package_registers_and_trains(ray_cl
     assert runs[::2].mean() > 3  # mean length of masked runs: spans, not single tokens
 
 
-def test_the_sweep_ranks_trials_and_writes_a_report(ray_cluster, tokenizer_dir, tmp_path, monkeypatch, capsys):
+def test_the_sweep_runs_its_search_and_writes_a_report(ray_cluster, tokenizer_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the script writes runs/examples/sweep under the working directory
-    run_example("sweep.py", "num_samples=2", *SMALL, "scheduler.grace_period=10", f"tokenizer.path={tokenizer_dir}",
+    run_example("sweep.py", "num_samples=1", *SMALL, "scheduler.grace_period=10", f"tokenizer.path={tokenizer_dir}",
                 monkeypatch=monkeypatch)
     search_dir = tmp_path / "runs" / "examples" / "sweep"
     table = pd.read_csv(search_dir / "results.csv")
-    assert len(table) == 2 and table["eval_mlm_loss"].is_monotonic_increasing
+    assert len(table) == 1 and table.loc[0, "status"] == "FINISHED"  # ranking is test_search.py's
     assert (search_dir / "report" / "index.html").is_file()
     assert "best model:" in capsys.readouterr().out

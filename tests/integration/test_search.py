@@ -95,7 +95,7 @@ def test_a_search_ranks_trials_by_a_downstream_score_of_their_models(ray_cluster
     labelled = tmp_path / "labelled.jsonl"
     pd.DataFrame(synthetic.generate(SyntheticConfig(), 5000, 5240)).to_json(labelled, orient="records", lines=True)
     result = sslab.tune(space(metric="downstream_probe_macro_f1", mode="max", downstream={"data": str(labelled)},
-                              space={"objective.name": {"grid": ["mlm", "simcse"]}}),
+                              space={"objective.mask_ratio": {"grid": [0.15, 0.5]}}),
                         out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
     table = result.table
     assert list(table["status"]) == ["FINISHED", "FINISHED"], table
