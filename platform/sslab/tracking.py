@@ -6,7 +6,6 @@ and TensorBoard drops the events logged after the checkpoint it resumed from.
 """
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from pathlib import Path
@@ -17,8 +16,6 @@ from sslab.errors import ConfigError
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_ID_FILE = ".mlflow_run_id"
 WANDB_ID_FILE = ".wandb_run_id"
-
-log = logging.getLogger(__name__)
 
 
 def check(cfg: Config) -> None:
