@@ -157,6 +157,8 @@ class TrainConfig:
     """Batches each worker prefetches from Ray Data."""
     materialize: bool = True
     """Keep the tokenised, packed corpus in the object store (otherwise re-read every epoch)."""
+    compile: bool = False
+    """``torch.compile`` the model (TorchInductor): faster steps on a GPU after a first slow one."""
     seed: int = 0
     """Seeds model init, dropout and every mask (>= 0)."""
 

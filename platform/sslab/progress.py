@@ -14,23 +14,27 @@ def fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Throughput over the last reporting window (evaluation time excluded) and an ETA."""
+    """Throughput and the share of time spent waiting for data over the last reporting window
+    (evaluation time excluded), and an ETA."""
 
     def __init__(self, total_steps: int, start_step: int, quiet: bool = False):
         self.total, self.step, self.quiet = total_steps, start_step, quiet
         self.window_start = self.last_tick = time.perf_counter()
-        self.window_tokens, self.train_seconds, self.session_steps = 0, 0.0, 0
-        self.tokens_per_s = 0.0
+        self.window_tokens, self.window_waited, self.train_seconds, self.session_steps = 0, 0.0, 0.0, 0
+        self.tokens_per_s = self.data_wait = 0.0
 
-    def tick(self, tokens: int) -> None:
-        """Count one finished optimizer step of ``tokens`` tokens (all workers)."""
+    def tick(self, tokens: int, waited_s: float = 0.0) -> None:
+        """Count one finished optimizer step of ``tokens`` tokens (all workers), of which this
+        worker spent ``waited_s`` seconds waiting for data."""
         self.step += 1
         self.session_steps += 1
         self.window_tokens += tokens
+        self.window_waited += waited_s
         self.last_tick = time.perf_counter()
         elapsed = self.last_tick - self.window_start
         if elapsed > 0:
             self.tokens_per_s = self.window_tokens / elapsed
+            self.data_wait = min(1.0, self.window_waited / elapsed)
 
     def line(self, metrics: dict) -> None:
         """Print the progress line, then start a new window (so report time is not counted)."""
@@ -44,7 +48,7 @@ class Progress:
             print(f"[sslab] step {self.step}/{self.total} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} "
                   f"| {self.tokens_per_s / 1e3:.1f}k tok/s{extra} | eta {fmt_duration(per_step * (self.total - self.step))}",
                   file=sys.__stdout__, flush=True)  # past Ray Train's print-to-logger patch
-        self.window_start, self.window_tokens = time.perf_counter(), 0
+        self.window_start, self.window_tokens, self.window_waited = time.perf_counter(), 0, 0.0
 
 
 def say(message: str, quiet: bool = False) -> None:

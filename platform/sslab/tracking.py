@@ -59,7 +59,8 @@ class Tracker:
             self.sinks.append(Wandb(cfg, run_dir))
 
     def log(self, metrics: dict) -> None:
-        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+                   and k not in ("step", "wall_time")}  # each sink keeps its own wall time
         for sink in self.sinks:
             sink.log(scalars, int(metrics["step"]))
 

@@ -11,6 +11,7 @@ import json
 import itertools
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sslab import checkpoint, config as config_mod, models
+from sslab import checkpoint, config as config_mod, models, pipeline
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
 from sslab.objectives import adopt, get as get_objective
@@ -64,24 +65,34 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 def micro_batches(shard, cfg, skip: int):
     """Torch batches from this worker's shard, skipping those consumed before a resume."""
-    batches = shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True,
-                                       prefetch_batches=cfg.train.prefetch_batches,
-                                       device=ray.train.torch.get_device())
+    batches = pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches,
+                                     ray.train.torch.get_device())
     return itertools.islice(batches, skip, None)
 
 
-def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, float, int, dict[str, float]]:
-    """One optimizer step over ``grad_accum`` micro-batches.
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    """Tokens this worker trained on."""
+    logs: dict[str, float]
+    """The objective's own logged values (each part of a mixture, ELECTRA's generator and
+    discriminator), averaged over the micro-batches."""
+    waited_s: float
+    """Seconds spent waiting for batches from Ray Data."""
 
-    Returns the loss, the gradient norm, the tokens seen, and the objective's own logged
-    values (each part of a mixture, ELECTRA's generator and discriminator) averaged over them.
-    """
-    accum, loss_sum, tokens, logs = cfg.train.grad_accum, 0.0, 0, {}
+
+def train_step(model, objective, optimizer, batches, cfg, amp) -> StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches."""
+    accum, loss_sum, tokens, logs, waited = cfg.train.grad_accum, 0.0, 0, {}, 0.0
     for i in range(accum):
+        start = time.perf_counter()
         try:
             batch = next(batches)
         except StopIteration:
             raise RunError("the training data ran out before train.max_steps; this is a bug in epoch sizing") from None
+        waited += time.perf_counter() - start
         sync = contextlib.nullcontext() if i == accum - 1 or not isinstance(model, DistributedDataParallel) \
             else model.no_sync()
         with sync, amp:
@@ -93,7 +104,8 @@ def train_step(model, objective, optimizer, batches, cfg, amp) -> tuple[float, f
         tokens += batch["input_ids"].numel()
     clip = cfg.train.grad_clip or float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    return float(loss_sum) / accum, float(grad_norm), tokens, {k: float(v) / accum for k, v in logs.items()}
+    return StepResult(float(loss_sum) / accum, float(grad_norm), tokens, {k: float(v) / accum for k, v in logs.items()},
+                      waited)
 
 
 def quiet_ray_train_reports() -> None:
@@ -134,7 +146,10 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     objective = get_objective(cfg.objective.name)(cfg.objective, loop_cfg["vocab"])
     torch.manual_seed(cfg.train.seed)  # identical init everywhere; DDP also broadcasts rank 0's
-    model = ray.train.torch.prepare_model(objective.build_model(cfg.model))
+    model = objective.build_model(cfg.model)
+    if cfg.train.compile:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints and export are unchanged
+    model = ray.train.torch.prepare_model(model)
     optimizer = build_optimizer(model, cfg.train, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
     restored = restore(loop_cfg, unwrap(model), optimizer, scheduler, cfg.train)
@@ -182,12 +197,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             if counters.step == fail_at:
                 raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
             torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
-            loss, grad_norm, tokens, logs = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
-            apply_or_skip(w.optimizer, w.scheduler, counters, loss, grad_norm, cfg)
+            done = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
+            apply_or_skip(w.optimizer, w.scheduler, counters, done.loss, done.grad_norm, cfg)
             counters.step += 1
-            counters.tokens += tokens * w.world
-            w.progress.tick(tokens * w.world)
-            maybe_report(w, {**step_metrics(w, loss, grad_norm), **logs})
+            counters.tokens += done.tokens * w.world
+            w.progress.tick(done.tokens * w.world, done.waited_s)
+            maybe_report(w, {**step_metrics(w, done.loss, done.grad_norm), **done.logs})
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
@@ -207,8 +222,8 @@ def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_no
 
 def step_metrics(w: Worker, loss: float, grad_norm: float) -> dict:
     c = w.counters
-    metrics = {"step": c.step, "loss": loss, "lr": w.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-               "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s,
+    metrics = {"step": c.step, "wall_time": time.time(), "loss": loss, "lr": w.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s, "data_wait": w.progress.data_wait,
                "epoch": c.step * w.loop_cfg["blocks_per_step"] / w.loop_cfg["train_blocks"],
                "nonfinite_steps": c.nonfinite_total}
     if w.peak_flops:

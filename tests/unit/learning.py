@@ -104,10 +104,9 @@ class Setup:
             start = (step * size) % (rows - size)
             epoch = (step * size) // (rows - size)
             batch = pipeline.corrupt(take(self.train, slice(start, start + size)), self.objective, cfg.train.seed, epoch)
-            loss, norm, _, _ = train_step(model, self.objective, optimizer, iter([to_torch(batch)]), cfg,
-                                       contextlib.nullcontext())
-            apply_or_skip(optimizer, scheduler, counters, loss, norm, cfg)
-            losses.append(loss)
+            done = train_step(model, self.objective, optimizer, iter([to_torch(batch)]), cfg, contextlib.nullcontext())
+            apply_or_skip(optimizer, scheduler, counters, done.loss, done.grad_norm, cfg)
+            losses.append(done.loss)
         return losses
 
 

@@ -45,9 +45,9 @@ def curve(steps: int = 12) -> list[float]:
         part = slice(8 * step, 8 * step + 8)
         batch = objective.transform({"input_ids": blocks[part]}, RowRandom(0, 0, rows[part]))
         batches = iter([{k: torch.as_tensor(v) for k, v in batch.items()}])
-        loss, norm, _, _ = train_step(model, objective, optimizer, batches, cfg, contextlib.nullcontext())
-        apply_or_skip(optimizer, scheduler, counters, loss, norm, cfg)
-        losses.append(round(loss, 4))
+        done = train_step(model, objective, optimizer, batches, cfg, contextlib.nullcontext())
+        apply_or_skip(optimizer, scheduler, counters, done.loss, done.grad_norm, cfg)
+        losses.append(round(done.loss, 4))
     return losses
 
 

@@ -62,8 +62,8 @@ def test_the_step_clips_the_global_gradient_norm_and_reports_the_norm_before_cli
     torch.manual_seed(0)
     model = obj.build_model(cfg.model)
     optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
-    loss, norm, tokens, _ = train_step(model, obj, optimizer, iter([batch(vocab, 4, seed=2)]), cfg,
-                                    contextlib.nullcontext())
+    done = train_step(model, obj, optimizer, iter([batch(vocab, 4, seed=2)]), cfg, contextlib.nullcontext())
+    loss, norm, tokens = done.loss, done.grad_norm, done.tokens
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     assert norm > 0.01 and clipped == pytest.approx(0.01, rel=1e-3)
     assert math.isfinite(loss) and tokens == 4 * 16

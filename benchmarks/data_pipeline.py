@@ -1,0 +1,143 @@
+"""Data pipeline: tokens per second per CPU core delivered to a training worker.
+
+(a) From raw text: Ray Data reads plain-text files, cleans and splits them, tokenises, packs and
+    masks (sslab's own chain, as `sslab pretrain` builds it), and the consumer iterates torch
+    batches as a training worker does. Against: HF tokenizers' bare `encode_batch_fast` of the same
+    documents, already in memory. Goal: at least 0.40 of the bare tokenizer's speed.
+(b) From the cached tokenised dataset (packed blocks materialised in the object store, as every
+    epoch after the first reads them): masking only. Against: transformers'
+    `DataCollatorForLanguageModeling` (15 % masking, 80/10/10) on the same blocks, in batches of
+    the same size. Goal: at least 3x.
+
+Per core: Ray gets --data-cpus CPUs (default 1) and the rate is divided by them; the alternatives
+run on one thread (RAYON_NUM_THREADS=1, torch.set_num_threads(1)).
+
+    python benchmarks/data_pipeline.py [--size smoke|full] [--reps 3] [--data-cpus 1]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before tokenizers starts its thread pool
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from common import Figure, Result, Timer, interleaved, parse_args, ratios, say, scratch  # noqa: E402
+
+SIZES = {"smoke": dict(docs=300, batch_size=8, seq_len=64, epochs=2), "full": dict(docs=30000, batch_size=32, seq_len=128, epochs=5)}
+
+
+def write_corpus(folder: Path, docs: int, files: int = 8) -> list[str]:
+    """The built-in synthetic corpus as plain-text files, one document per line."""
+    from sslab.config import SyntheticConfig
+    from sslab.synthetic import generate
+
+    texts = generate(SyntheticConfig(num_docs=max(docs, 10)), 0, docs)["text"]
+    for i in range(files):
+        (folder / f"part{i:02d}.txt").write_text("\n".join(texts[i::files]) + "\n")
+    return texts
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    import argparse
+
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--data-cpus", type=int, default=1)
+    data_cpus = extra.parse_known_args()[0].data_cpus
+    size = SIZES[args.size]
+    torch.set_num_threads(1)
+
+    from transformers import DataCollatorForLanguageModeling
+
+    from sslab import corpus, pipeline
+    from sslab.config import build
+    from sslab.objectives import get
+    from sslab.tokenizer import train_tokenizer, vocab_of
+    from sslab.config import TokenizerConfig
+
+    result = Result(__file__, "Data pipeline: tokens/s per CPU core delivered to a training worker", args.size,
+                    args.reps, params={**size, "data_cpus": data_cpus, "objective": "mlm (15 %, 80/10/10)"})
+    with scratch("data") as tmp, Timer() as wall:
+        folder = Path(tmp) / "corpus"
+        folder.mkdir()
+        texts = write_corpus(folder, size["docs"])
+        cfg = build({"corpus": {"source": str(folder), "val_fraction": 0.01},
+                     "train": {"seq_len": size["seq_len"], "batch_size": size["batch_size"]}})
+        tok = train_tokenizer(TokenizerConfig(), texts[:5000], cfg.model.max_positions)
+        vocab = vocab_of(tok)
+        objective = get("mlm")(cfg.objective, vocab)
+        tok_json = tok.backend_tokenizer.to_str()
+        backend = tok.backend_tokenizer
+
+        ray.init(num_cpus=data_cpus, include_dashboard=False, logging_level="WARNING")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+
+        def delivered(ds) -> float:
+            """Tokens/s per data CPU that reach the consumer as torch batches."""
+            tokens = 0
+            with Timer() as t:
+                for batch in pipeline.torch_batches(ds, size["batch_size"], 2, torch.device("cpu")):
+                    tokens += batch["input_ids"].numel()
+            return tokens / t.seconds / data_cpus
+
+        def raw() -> float:
+            train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
+            blocks = pipeline.tokenize(train, tok_json, cfg, vocab)
+            return delivered(pipeline.epochs(blocks, objective, cfg.train.seed, 0, 1))
+
+        def bare_tokenizer() -> float:
+            tokens = 0
+            with Timer() as t:
+                for i in range(0, len(texts), pipeline.TOKENIZE_BATCH):
+                    encodings = backend.encode_batch_fast(texts[i:i + pipeline.TOKENIZE_BATCH], add_special_tokens=False)
+                    tokens += sum(len(e.ids) for e in encodings)
+            return tokens / t.seconds
+
+        say("(a) raw text against the bare tokenizer")
+        a = interleaved({"sslab raw text": raw, "bare tokenizer": bare_tokenizer}, args.reps, warmup=True)
+        result.figures.append(Figure(
+            "data (a): raw text to masked batches / bare HF tokenizer", ratios(a["sslab raw text"], a["bare tokenizer"]),
+            0.40, a["sslab raw text"], a["bare tokenizer"], "tokens/s/core", "sslab Ray Data",
+            "tokenizers encode_batch_fast"))
+
+        train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
+        cached = pipeline.tokenize(train, tok_json, cfg, vocab).materialize()
+        ids = np.concatenate([b["input_ids"] for b in cached.iter_batches(batch_format="numpy", batch_size=4096)])
+        collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, return_tensors="pt")
+        rows = [{"input_ids": torch.from_numpy(r.astype(np.int64))} for r in ids]
+
+        def masking_only() -> float:  # several epochs in one pass, as a training run reads them
+            return delivered(pipeline.epochs(cached, objective, cfg.train.seed, 0, size["epochs"]))
+
+        def hf_collator() -> float:
+            bs, tokens = size["batch_size"], 0
+            with Timer() as t:
+                for _ in range(size["epochs"]):
+                    for i in range(0, len(rows) - bs + 1, bs):
+                        tokens += collator(rows[i:i + bs])["input_ids"].numel()
+            return tokens / t.seconds
+
+        say("(b) cached blocks, masking only, against DataCollatorForLanguageModeling")
+        b = interleaved({"sslab masking": masking_only, "HF collator": hf_collator}, args.reps, warmup=True)
+        result.figures.append(Figure(
+            "data (b): cached blocks to masked batches / HF MLM collator", ratios(b["sslab masking"], b["HF collator"]),
+            3.0, b["sslab masking"], b["HF collator"], "tokens/s/core", "sslab Ray Data",
+            "DataCollatorForLanguageModeling"))
+        result.params["tokens_per_pass"] = int(ids.size)
+        ray.shutdown()
+    result.wall_s = wall.seconds
+    result.save(args.out)
+
+
+if __name__ == "__main__":
+    main()

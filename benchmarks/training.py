@@ -1,0 +1,141 @@
+"""Training: the loop's overhead against bare PyTorch, and data-parallel scaling on this machine.
+
+Overhead: tokens/s of `sslab pretrain` with one worker (one thread) against a bare PyTorch loop
+in one process over the same pre-masked tensors: the same model (the objective's own, with its
+own loss), batch, sequence length, steps, gradient clipping, AdamW and one thread. Goal: at
+least 0.95.
+
+Scaling: two workers with one thread each against one worker with one thread, the same
+per-worker batch. Goal: at least 1.8x.
+
+Throughput is steady state: from the end of the first logged window (`train.log_every` steps) to
+the last one before the final evaluation, read from `metrics.jsonl`'s `wall_time` and `tokens`,
+so Ray's start-up and the evaluation are left out and logging is counted. The bare loop is timed
+over the same steps.
+
+    python benchmarks/training.py [--size smoke|full] [--reps 3]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common import Figure, Result, Timer, interleaved, parse_args, ratios, say, scratch  # noqa: E402
+
+LOG_EVERY = 10
+SIZES = {
+    "smoke": dict(preset="tiny", seq_len=32, batch_size=4, steps=3 * LOG_EVERY, docs=300),
+    "full": dict(preset="mini", seq_len=128, batch_size=16, steps=12 * LOG_EVERY, docs=4000),
+}
+
+
+def run_config(size: dict, workers: int, out: str) -> dict:
+    steps = size["steps"]
+    return {
+        "objective": {"name": "mlm"},
+        "corpus": {"source": "synthetic", "synthetic": {"num_docs": size["docs"]}},
+        "tokenizer": {"vocab_size": 8000, "sample_docs": 2000},
+        "model": {"preset": size["preset"]},
+        "train": {"seq_len": size["seq_len"], "batch_size": size["batch_size"], "max_steps": steps,
+                  "warmup_steps": LOG_EVERY, "log_every": LOG_EVERY, "eval_every": steps, "checkpoint_every": steps},
+        "eval": {"max_blocks": 8, "probe_docs": 0},
+        "scaling": {"num_workers": workers, "cpus_per_worker": 1},
+        "track": {"tensorboard": True},
+        "run": {"out": out, "quiet": True},
+    }
+
+
+def steady_tokens_per_s(run_dir: Path) -> float:
+    """Tokens/s between the first logged step and the last one before the final evaluation."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-2]
+    return (last["tokens"] - first["tokens"]) / (last["wall_time"] - first["wall_time"])
+
+
+def bare_loop(size: dict) -> float:
+    """Plain PyTorch over pre-masked tensors: forward, loss, backward, clip, AdamW, zero_grad."""
+    from sslab import pipeline
+    from sslab.config import SyntheticConfig, TokenizerConfig, build
+    from sslab.objectives import get
+    from sslab.objectives.base import RowRandom
+    from sslab.synthetic import generate
+    from sslab.tokenizer import train_tokenizer, vocab_of
+
+    cfg = build(run_config(size, 1, "unused"))
+    texts = generate(SyntheticConfig(num_docs=size["docs"]), 0, size["docs"])["text"]
+    tok = train_tokenizer(TokenizerConfig(sample_docs=2000), texts[:2000], cfg.model.max_positions)
+    vocab = vocab_of(tok)
+    objective = get("mlm")(cfg.objective, vocab)
+    table = pipeline.Tokenize(tok.backend_tokenizer.to_str(), cfg.train.seq_len, vocab.cls_id, vocab.sep_id)(
+        {"text": np.array(texts, dtype=object)})
+    blocks = np.stack(table.column("input_ids").to_numpy(zero_copy_only=False))
+    row_ids = table.column("row_id").to_numpy()
+    masked = objective.transform({"input_ids": blocks}, RowRandom(0, 0, row_ids))
+    bs, steps = size["batch_size"], size["steps"]
+    batches = [{k: torch.from_numpy(v[i * bs % len(blocks):][:bs]) for k, v in masked.items()} for i in range(steps)]
+    batches = [b for b in batches if len(b["input_ids"]) == bs] or batches
+    torch.manual_seed(0)
+    model = objective.build_model(cfg.model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    tokens, start = 0, None
+    for i in range(steps):
+        if i == LOG_EVERY:
+            tokens, start = 0, time.perf_counter()
+        batch = batches[i % len(batches)]
+        loss, _ = objective.loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += batch["input_ids"].numel()
+        if i == steps - LOG_EVERY - 1:
+            break
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    size = SIZES[args.size]
+    torch.set_num_threads(1)
+    import ray
+
+    import sslab
+
+    # Two one-CPU workers and a CPU for Ray Data, as `sslab pretrain` would size a local Ray for them.
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    result = Result(__file__, "Training: loop overhead against bare PyTorch; data-parallel scaling", args.size,
+                    args.reps, params={**size, "objective": "mlm", "threads_per_worker": 1, "log_every": LOG_EVERY})
+    with scratch("train") as tmp, Timer() as wall:
+        counter = iter(range(10**6))
+
+        def sslab_run(workers: int):
+            def measure() -> float:
+                out = Path(tmp) / f"w{workers}_{next(counter)}"
+                sslab.pretrain(run_config(size, workers, str(out)))
+                return steady_tokens_per_s(out)
+            return measure
+
+        say(f"{size['preset']} model, seq {size['seq_len']}, batch {size['batch_size']} per worker, {size['steps']} steps")
+        got = interleaved({"bare PyTorch": lambda: bare_loop(size), "sslab 1 worker": sslab_run(1),
+                           "sslab 2 workers": sslab_run(2)}, args.reps)
+        one, two, bare = got["sslab 1 worker"], got["sslab 2 workers"], got["bare PyTorch"]
+        result.figures += [
+            Figure("training overhead: sslab pretrain (1 worker) / bare PyTorch loop", ratios(one, bare), 0.95, one,
+                   bare, "tokens/s", "sslab 1 worker", "bare PyTorch loop"),
+            Figure("data-parallel scaling: 2 workers / 1 worker (1 thread each)", ratios(two, one), 1.8, two, one,
+                   "tokens/s", "sslab 2 workers", "sslab 1 worker"),
+        ]
+    result.wall_s = wall.seconds
+    result.save(args.out)
+
+
+if __name__ == "__main__":
+    main()
