@@ -6,7 +6,8 @@ own loss), batch, sequence length, steps, gradient clipping, AdamW and one threa
 least 0.95.
 
 Scaling: two workers with one thread each against one worker with one thread, the same
-per-worker batch. Goal: at least 1.8x.
+per-worker batch. Goal: at least 1.8x. Beside it, the machine's ceiling: a bare two-process torch
+`DistributedDataParallel` job (gloo, no Ray) against the bare loop.
 
 Throughput is steady state: from the end of the first logged window (`train.log_every` steps) to
 the last one before the final evaluation, read from `metrics.jsonl`'s `wall_time` and `tokens`,
@@ -18,6 +19,7 @@ over the same steps.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from common import Figure, Result, Timer, interleaved, parse_args, ratios, say, 
 LOG_EVERY = 10
 SIZES = {
     "smoke": dict(preset="tiny", seq_len=32, batch_size=4, steps=3 * LOG_EVERY, docs=300),
-    "full": dict(preset="mini", seq_len=128, batch_size=16, steps=12 * LOG_EVERY, docs=4000),
+    "full": dict(preset="mini", seq_len=128, batch_size=16, steps=7 * LOG_EVERY, docs=4000),
 }
 
 
@@ -59,8 +61,8 @@ def steady_tokens_per_s(run_dir: Path) -> float:
     return (last["tokens"] - first["tokens"]) / (last["wall_time"] - first["wall_time"])
 
 
-def bare_loop(size: dict) -> float:
-    """Plain PyTorch over pre-masked tensors: forward, loss, backward, clip, AdamW, zero_grad."""
+def pre_masked(size: dict):
+    """The run's config, its objective and the corpus as pre-masked blocks (numpy), built in-process."""
     from sslab import pipeline
     from sslab.config import SyntheticConfig, TokenizerConfig, build
     from sslab.objectives import get
@@ -76,29 +78,67 @@ def bare_loop(size: dict) -> float:
     table = pipeline.Tokenize(tok.backend_tokenizer.to_str(), cfg.train.seq_len, vocab.cls_id, vocab.sep_id)(
         {"text": np.array(texts, dtype=object)})
     blocks = np.stack(table.column("input_ids").to_numpy(zero_copy_only=False))
-    row_ids = table.column("row_id").to_numpy()
-    masked = objective.transform({"input_ids": blocks}, RowRandom(0, 0, row_ids))
-    bs, steps = size["batch_size"], size["steps"]
-    batches = [{k: torch.from_numpy(v[i * bs % len(blocks):][:bs]) for k, v in masked.items()} for i in range(steps)]
-    batches = [b for b in batches if len(b["input_ids"]) == bs] or batches
+    masked = objective.transform({"input_ids": blocks}, RowRandom(0, 0, table.column("row_id").to_numpy()))
+    return cfg, objective, masked
+
+
+def bare_loop(size: dict, rank: int = 0, world: int = 1, port: int = 0) -> float:
+    """Plain PyTorch over pre-masked tensors: forward, loss, backward, clip, AdamW, zero_grad.
+
+    With ``world`` > 1 this is one rank of a bare `DistributedDataParallel` job over gloo (the
+    ceiling for scaling on this machine); returns the job's tokens/s (this rank's times ``world``).
+    """
+    torch.set_num_threads(1)
+    cfg, objective, masked = pre_masked(size)
+    n, bs, steps = len(masked["input_ids"]), size["batch_size"], size["steps"]
+    starts = [((i * world + rank) * bs) % max(1, n - bs) for i in range(steps)]
+    batches = [{k: torch.from_numpy(v[s:s + bs]) for k, v in masked.items()} for s in starts]
     torch.manual_seed(0)
     model = objective.build_model(cfg.model)
     model.train()
+    if world > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                             world_size=world)
+        model = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     tokens, start = 0, None
-    for i in range(steps):
+    for i, batch in enumerate(batches[:steps - LOG_EVERY]):  # the steps the sslab figure is read over
         if i == LOG_EVERY:
             tokens, start = 0, time.perf_counter()
-        batch = batches[i % len(batches)]
         loss, _ = objective.loss(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += batch["input_ids"].numel()
-        if i == steps - LOG_EVERY - 1:
-            break
-    return tokens / (time.perf_counter() - start)
+        tokens += batch["input_ids"].numel() * world
+    seconds = time.perf_counter() - start
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return tokens / seconds
+
+
+def _ddp_rank(rank: int, size: dict, world: int, port: int, results) -> None:
+    results.put((rank, bare_loop(size, rank, world, port)))
+
+
+def bare_ddp(size: dict, world: int = 2) -> float:
+    """Tokens/s of a bare two-process DDP job (rank 0's figure)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_ddp_rank, args=(r, size, world, port, results)) for r in range(world)]
+    for p in procs:
+        p.start()
+    got = dict(results.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return got[0]
 
 
 def main() -> None:
@@ -109,8 +149,9 @@ def main() -> None:
 
     import sslab
 
-    # Two one-CPU workers and a CPU for Ray Data, as `sslab pretrain` would size a local Ray for them.
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    # Two one-CPU workers and a CPU for Ray Data, as `sslab pretrain` would size a local Ray for them
+    # (with its dashboard, as a user's run has: Ray Train's placement-group cleaner queries it).
+    ray.init(num_cpus=3, logging_level="WARNING")
     result = Result(__file__, "Training: loop overhead against bare PyTorch; data-parallel scaling", args.size,
                     args.reps, params={**size, "objective": "mlm", "threads_per_worker": 1, "log_every": LOG_EVERY})
     with scratch("train") as tmp, Timer() as wall:
@@ -124,9 +165,13 @@ def main() -> None:
             return measure
 
         say(f"{size['preset']} model, seq {size['seq_len']}, batch {size['batch_size']} per worker, {size['steps']} steps")
-        got = interleaved({"bare PyTorch": lambda: bare_loop(size), "sslab 1 worker": sslab_run(1),
-                           "sslab 2 workers": sslab_run(2)}, args.reps)
+        got = interleaved({"bare PyTorch": lambda: bare_loop(size), "bare DDP 2 processes": lambda: bare_ddp(size),
+                           "sslab 1 worker": sslab_run(1), "sslab 2 workers": sslab_run(2)}, args.reps)
         one, two, bare = got["sslab 1 worker"], got["sslab 2 workers"], got["bare PyTorch"]
+        ddp = ratios(got["bare DDP 2 processes"], bare)
+        result.notes.append(
+            f"the machine's ceiling: bare torch DDP (2 processes, gloo, no Ray) scales "
+            f"{statistics.median(ddp):.3g}x over the bare loop (per repetition: {', '.join(f'{x:.3g}' for x in ddp)})")
         result.figures += [
             Figure("training overhead: sslab pretrain (1 worker) / bare PyTorch loop", ratios(one, bare), 0.95, one,
                    bare, "tokens/s", "sslab 1 worker", "bare PyTorch loop"),

@@ -149,7 +149,8 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     model = objective.build_model(cfg.model)
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints and export are unchanged
-    model = ray.train.torch.prepare_model(model)
+    # Gradients as views into DDP's all-reduce buckets: no copy in or out of them each step.
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"gradient_as_bucket_view": True})
     optimizer = build_optimizer(model, cfg.train, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
     restored = restore(loop_cfg, unwrap(model), optimizer, scheduler, cfg.train)
