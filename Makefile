@@ -1,10 +1,10 @@
-# make install | make demo | make test | make test-cluster — each bootstraps .venv on a fresh machine.
+# make install | make demo | make test | make test-cluster | make bench — each bootstraps .venv on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-cluster clean
+.PHONY: install demo test test-cluster test-bench bench clean
 
 install: $(STAMP)
 
@@ -25,14 +25,23 @@ demo: install
 	$(VENV)/bin/sslab tune mlm_masking --out runs/demo --num-samples 6 $(DEMO_OVERRIDES) \
 		$(if $(wildcard runs/demo/tune),--resume)
 
-# Everything but the multi-node and fault tests (under 20 minutes on 2 cores).
+# Everything but the multi-node and fault tests and the benchmark smoke runs (under 20 minutes on 2 cores).
 test: install
-	$(PY) -m pytest -q -m "not cluster"
+	$(PY) -m pytest -q -m "not cluster and not bench"
 
 # Multi-node runs, node and worker loss, killed drivers, a 30-trial sweep: several Ray nodes
 # on this one machine. CI runs them after make test.
 test-cluster: install
 	$(PY) -m pytest -q -m cluster
+
+# Every benchmark script at its smallest size, so none can rot (about 6 minutes). CI runs it.
+test-bench: install
+	$(PY) -m pytest -q -m bench
+
+# The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 45 minutes
+# on 2 cores; BENCH_ARGS="--only training --reps 5" and the like pass through to benchmarks/run.py).
+bench: install
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

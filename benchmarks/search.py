@@ -29,7 +29,7 @@ SIZES = {
 }
 
 
-def overrides(size: dict, seed: int, scheduler: str) -> list[str]:
+def overrides(size: dict, seed: int, scheduler: str, tokenizer: str) -> list[str]:
     from sslab.search_spec import load_spec
 
     shipped = load_spec(SPACE)
@@ -42,10 +42,19 @@ def overrides(size: dict, seed: int, scheduler: str) -> list[str]:
         f"train.seq_len={size['seq_len']}", f"train.batch_size={size['batch_size']}", f"train.max_steps={steps}",
         f"train.warmup_steps={max(1, steps // 10)}", f"train.eval_every={every}", f"train.log_every={every}",
         f"train.checkpoint_every={steps}", "eval.max_blocks=128", "eval.probe_docs=0",
-        f"corpus.synthetic.num_docs={size['docs']}", "tokenizer.vocab_size=4000",
+        f"corpus.synthetic.num_docs={size['docs']}", f"tokenizer.path={tokenizer}",
         "resources.cpus_per_worker=1", "run.quiet=true",
         *([f"scheduler.grace_period={grace}"] if scheduler == "asha" else ["scheduler=fifo"]),
     ]
+
+
+def shared_tokenizer(size: dict, path: Path) -> str:
+    from sslab import synthetic, tokenizer
+    from sslab.config import SyntheticConfig, TokenizerConfig
+
+    docs = synthetic.generate(SyntheticConfig(num_docs=size["docs"]), 0, size["docs"])["text"]
+    tokenizer.train_tokenizer(TokenizerConfig(vocab_size=4000), docs, 512).save_pretrained(str(path))
+    return str(path)
 
 
 def trial_steps(search_dir: Path) -> int:
@@ -77,16 +86,19 @@ def main() -> None:
     steps = {"asha": [], "fifo": []}
     best = {"asha": [], "fifo": []}
     with scratch("search") as tmp, Timer() as wall:
+        # One tokenizer for both searches: the WordPiece trainer is not deterministic, and the two
+        # must train the same 16 configurations on the same tokens.
+        tokenizer = shared_tokenizer(size, Path(tmp) / "tokenizer")
         for rep in range(args.reps):
             for scheduler in ("asha", "fifo"):
                 out = Path(tmp) / f"{scheduler}{rep}"
-                found = sslab.tune(SPACE, out=out, overrides=overrides(size, rep, scheduler))
+                found = sslab.tune(SPACE, out=out, overrides=overrides(size, rep, scheduler, tokenizer))
                 steps[scheduler].append(trial_steps(out))
                 best[scheduler].append(best_finished(found.table, "eval_mlm_loss"))
                 say(f"rep {rep + 1}/{args.reps} {scheduler}: {steps[scheduler][-1]} trial-steps, "
                     f"best eval_mlm_loss {best[scheduler][-1]:.4f}, "
                     f"{int((found.table['status'] == 'FINISHED').sum())} trials finished")
-        result.params["grace_period"] = int(overrides(size, 0, "asha")[-1].split("=")[1])
+        result.params["grace_period"] = int(overrides(size, 0, "asha", tokenizer)[-1].split("=")[1])
         result.figures += [
             Figure("search compute: ASHA trial-steps / every trial to the end",
                    [a / f for a, f in zip(steps["asha"], steps["fifo"])], 0.35, steps["asha"], steps["fifo"],
