@@ -54,6 +54,12 @@ class Figure:
     lower_is_better: bool = False
     note: str = ""
 
+    @classmethod
+    def compare(cls, name: str, got: dict[str, list[float]], ours: str, theirs: str, goal: float, unit: str,
+                **kw) -> "Figure":
+        """The figure of case ``ours`` over case ``theirs`` of an :func:`interleaved` run."""
+        return cls(name, ratios(got[ours], got[theirs]), goal, got[ours], got[theirs], unit, ours, theirs, **kw)
+
     @property
     def median(self) -> float:
         return statistics.median(self.ratio)

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from common import Figure, Result, Timer, interleaved, parse_args, ratios, say, scratch  # noqa: E402
+from common import Figure, Result, Timer, interleaved, parse_args, say, scratch  # noqa: E402
 
 SIZES = {"smoke": dict(docs=300, batch_size=8, seq_len=64, epochs=2), "full": dict(docs=30000, batch_size=32, seq_len=128, epochs=5)}
 
@@ -104,11 +104,10 @@ def main() -> None:
             return tokens / t.seconds
 
         say("(a) raw text against the bare tokenizer")
-        a = interleaved({"sslab raw text": raw, "bare tokenizer": bare_tokenizer}, args.reps, warmup=True)
-        result.figures.append(Figure(
-            "data (a): raw text to masked batches / bare HF tokenizer", ratios(a["sslab raw text"], a["bare tokenizer"]),
-            0.40, a["sslab raw text"], a["bare tokenizer"], "tokens/s/core", "sslab Ray Data",
-            "tokenizers encode_batch_fast"))
+        a = interleaved({"sslab Ray Data": raw, "tokenizers encode_batch_fast": bare_tokenizer}, args.reps,
+                        warmup=True)
+        result.figures.append(Figure.compare("data (a): raw text to masked batches / bare HF tokenizer", a,
+                                             "sslab Ray Data", "tokenizers encode_batch_fast", 0.40, "tokens/s/core"))
 
         train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
         cached = pipeline.tokenize(train, tok_json, cfg, vocab).materialize()
@@ -128,11 +127,10 @@ def main() -> None:
             return tokens / t.seconds
 
         say("(b) cached blocks, masking only, against DataCollatorForLanguageModeling")
-        b = interleaved({"sslab masking": masking_only, "HF collator": hf_collator}, args.reps, warmup=True)
-        result.figures.append(Figure(
-            "data (b): cached blocks to masked batches / HF MLM collator", ratios(b["sslab masking"], b["HF collator"]),
-            3.0, b["sslab masking"], b["HF collator"], "tokens/s/core", "sslab Ray Data",
-            "DataCollatorForLanguageModeling"))
+        b = interleaved({"sslab Ray Data": masking_only, "DataCollatorForLanguageModeling": hf_collator}, args.reps,
+                        warmup=True)
+        result.figures.append(Figure.compare("data (b): cached blocks to masked batches / HF MLM collator", b,
+                                             "sslab Ray Data", "DataCollatorForLanguageModeling", 3.0, "tokens/s/core"))
         result.params["tokens_per_pass"] = int(ids.size)
         ray.shutdown()
     result.wall_s = wall.seconds

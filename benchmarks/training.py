@@ -167,16 +167,15 @@ def main() -> None:
         say(f"{size['preset']} model, seq {size['seq_len']}, batch {size['batch_size']} per worker, {size['steps']} steps")
         got = interleaved({"bare PyTorch": lambda: bare_loop(size), "bare DDP 2 processes": lambda: bare_ddp(size),
                            "sslab 1 worker": sslab_run(1), "sslab 2 workers": sslab_run(2)}, args.reps)
-        one, two, bare = got["sslab 1 worker"], got["sslab 2 workers"], got["bare PyTorch"]
-        ddp = ratios(got["bare DDP 2 processes"], bare)
+        ddp = ratios(got["bare DDP 2 processes"], got["bare PyTorch"])
         result.notes.append(
             f"the machine's ceiling: bare torch DDP (2 processes, gloo, no Ray) scales "
             f"{statistics.median(ddp):.3g}x over the bare loop (per repetition: {', '.join(f'{x:.3g}' for x in ddp)})")
         result.figures += [
-            Figure("training overhead: sslab pretrain (1 worker) / bare PyTorch loop", ratios(one, bare), 0.95, one,
-                   bare, "tokens/s", "sslab 1 worker", "bare PyTorch loop"),
-            Figure("data-parallel scaling: 2 workers / 1 worker (1 thread each)", ratios(two, one), 1.8, two, one,
-                   "tokens/s", "sslab 2 workers", "sslab 1 worker"),
+            Figure.compare("training overhead: sslab pretrain (1 worker) / bare PyTorch loop", got, "sslab 1 worker",
+                           "bare PyTorch", 0.95, "tokens/s"),
+            Figure.compare("data-parallel scaling: 2 workers / 1 worker (1 thread each)", got, "sslab 2 workers",
+                           "sslab 1 worker", 1.8, "tokens/s"),
         ]
     result.wall_s = wall.seconds
     result.save(args.out)

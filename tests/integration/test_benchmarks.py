@@ -1,0 +1,34 @@
+"""Every benchmark script runs at its smallest size, as `make bench` runs it, so none can rot.
+
+Not timed: the figures at this size mean nothing; what is checked is that each script measures
+both sides, writes its JSON, and that RESULTS.md is assembled from them (`make test-bench`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.bench]
+
+RUN = Path(__file__).parents[2] / "benchmarks" / "run.py"
+
+
+@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "gpu"])
+def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
+    out, md = tmp_path / "results", tmp_path / "RESULTS.md"
+    subprocess.run([sys.executable, str(RUN), "--only", script, "--size", "smoke", "--reps", "1",
+                    "--out", str(out), "--results", str(md)], check=True, timeout=900)
+    result = json.loads((out / f"{script}.json").read_text())
+    assert result["size"] == "smoke" and result["reps"] == 1 and result["versions"]["torch"]
+    for fig in result["figures"]:
+        assert len(fig["ratio"]) == 1 and all(math.isfinite(x) and x > 0 for x in fig["ratio"] + fig["ours"] + fig["theirs"])
+        assert fig["name"] in md.read_text()
+    if script == "gpu" and not result["params"]["peak_flops"]:
+        assert any("MFU not measured" in note for note in result["notes"])
+    else:
+        assert result["figures"], f"{script} measured nothing"

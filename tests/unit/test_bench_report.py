@@ -1,0 +1,58 @@
+"""benchmarks/run.py turns the scripts' JSON into RESULTS.md: each figure's median beside its goal."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[2] / "benchmarks"
+
+
+def load(name: str, monkeypatch):
+    spec = importlib.util.spec_from_file_location(f"sslab_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def common(monkeypatch):
+    return load("common", monkeypatch)
+
+
+def test_a_figure_holds_by_its_median_in_the_goals_direction(common):
+    faster = common.Figure("speed", [0.9, 1.2, 1.1], 1.0, [9, 12, 11], [10, 10, 10], "tok/s")
+    assert faster.median == 1.1 and faster.holds
+    cheaper = common.Figure("compute", [0.3, 0.5, 0.4], 0.35, [3, 5, 4], [10, 10, 10], "steps", lower_is_better=True)
+    assert cheaper.median == 0.4 and not cheaper.holds
+    assert "MISSED" in cheaper.line() and "<= 0.35" in cheaper.line()
+
+
+def test_results_md_lists_every_figure_with_goal_verdict_machine_and_versions(common, tmp_path, monkeypatch):
+    result = common.Result("benchmarks/training.py", "Training", "full", 3, params={"steps": 70})
+    result.figures = [common.Figure("scaling", [1.7, 1.75, 1.72], 1.8, [3.4, 3.5, 3.44], [2, 2, 2], "tokens/s",
+                                    "sslab 2 workers", "sslab 1 worker"),
+                      common.Figure("overhead", [0.97, 1.0, 0.99], 0.95, [1, 1, 1], [1, 1, 1], "tokens/s")]
+    result.notes = ["the machine's ceiling: 1.9x"]
+    out = tmp_path / "results"
+    result.save(out)
+    saved = json.loads((out / "training.json").read_text())
+    assert saved["figures"][0]["median"] == 1.72 and saved["figures"][0]["holds"] is False
+    md = tmp_path / "RESULTS.md"
+    monkeypatch.setattr("sys.argv", ["run.py", "--render", "--out", str(out), "--results", str(md)])
+    load("run", monkeypatch).main()
+    text = md.read_text()
+    assert "| scaling | **1.72** | ≥ 1.8 | **missed** |" in text
+    assert "| overhead | **0.99** | ≥ 0.95 | holds |" in text
+    assert "the machine's ceiling: 1.9x" in text and "torch " in text and "CPUs" in text
+
+
+def test_no_results_yet_says_how_to_make_them(tmp_path, monkeypatch):
+    md = tmp_path / "RESULTS.md"
+    monkeypatch.setattr("sys.argv", ["run.py", "--render", "--out", str(tmp_path / "none"), "--results", str(md)])
+    load("run", monkeypatch).main()
+    assert "run `make bench`" in md.read_text()
