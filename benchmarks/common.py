@@ -130,7 +130,10 @@ class Timer:
         return self
 
     def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = self.elapsed()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def machine() -> dict:

@@ -25,7 +25,7 @@ from common import Figure, Result, Timer, parse_args, say, scratch  # noqa: E402
 SPACE = "mlm_masking"
 SIZES = {
     "smoke": dict(trials=4, steps=20, seq_len=32, batch_size=8, docs=400, concurrent=2),
-    "full": dict(trials=16, steps=200, seq_len=64, batch_size=32, docs=4000, concurrent=3),
+    "full": dict(trials=16, steps=120, seq_len=64, batch_size=32, docs=2000, concurrent=3),
 }
 
 
@@ -98,17 +98,16 @@ def main() -> None:
                 say(f"rep {rep + 1}/{args.reps} {scheduler}: {steps[scheduler][-1]} trial-steps, "
                     f"best eval_mlm_loss {best[scheduler][-1]:.4f}, "
                     f"{int((found.table['status'] == 'FINISHED').sum())} trials finished")
-        result.params["grace_period"] = int(overrides(size, 0, "asha", tokenizer)[-1].split("=")[1])
-        result.figures += [
-            Figure("search compute: ASHA trial-steps / every trial to the end",
-                   [a / f for a, f in zip(steps["asha"], steps["fifo"])], 0.35, steps["asha"], steps["fifo"],
-                   "trial-steps", "ASHA", "FIFO", lower_is_better=True),
-            Figure("search quality: best eval_mlm_loss, ASHA / every trial to the end",
-                   [a / f for a, f in zip(best["asha"], best["fifo"])], 1.02, best["asha"], best["fifo"],
-                   "eval_mlm_loss", "ASHA", "FIFO", lower_is_better=True),
-        ]
-    result.wall_s = wall.seconds
-    result.save(args.out)
+            # Saved after every repetition: an interrupted benchmark keeps what it measured.
+            result.reps, result.wall_s = rep + 1, wall.elapsed()
+            result.params["grace_period"] = int(overrides(size, 0, "asha", tokenizer)[-1].split("=")[1])
+            result.figures = [
+                Figure.compare("search compute: ASHA trial-steps / every trial to the end", steps, "asha", "fifo", 0.35,
+                               "trial-steps", lower_is_better=True),
+                Figure.compare("search quality: best eval_mlm_loss, ASHA / every trial to the end", best, "asha",
+                               "fifo", 1.02, "eval_mlm_loss", lower_is_better=True),
+            ]
+            result.save(args.out)
 
 
 if __name__ == "__main__":
