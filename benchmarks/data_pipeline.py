@@ -77,7 +77,7 @@ def main() -> None:
         tok_json = tok.backend_tokenizer.to_str()
         backend = tok.backend_tokenizer
 
-        ray.init(num_cpus=data_cpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=data_cpus, include_dashboard=False, logging_level="WARNING")
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False

@@ -80,7 +80,7 @@ def main() -> None:
 
     # Trials mostly wait on Ray's start-up here; several at a time on this many CPUs (each trial
     # takes a worker CPU and one for Ray Data) only changes the order results come in.
-    ray.init(num_cpus=2 * size["concurrent"], include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2 * size["concurrent"], include_dashboard=False, logging_level="WARNING")
     result = Result(__file__, f"Search efficiency: ASHA against every trial to the end ({SPACE}, tiny)", args.size,
                     args.reps, params={**size, "space": SPACE, "metric": "eval_mlm_loss"})
     steps = {"asha": [], "fifo": []}

@@ -151,7 +151,7 @@ def main() -> None:
 
     # Two one-CPU workers and a CPU for Ray Data, as `sslab pretrain` would size a local Ray for them
     # (with its dashboard, as a user's run has: Ray Train's placement-group cleaner queries it).
-    ray.init(num_cpus=3, logging_level="WARNING")
+    ray.init(address="local", num_cpus=3, logging_level="WARNING")
     result = Result(__file__, "Training: loop overhead against bare PyTorch; data-parallel scaling", args.size,
                     args.reps, params={**size, "objective": "mlm", "threads_per_worker": 1, "log_every": LOG_EVERY})
     with scratch("train") as tmp, Timer() as wall:
