@@ -66,7 +66,7 @@ def main() -> None:
     import sslab
     from sslab import models
 
-    ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", logging_level="WARNING")
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     peak = models.peak_flops(torch.device("cuda", 0)) if gpu else None
     result = Result(__file__, "GPU: BERT-base MLM, seq 128, bf16, one GPU", args.size, args.reps,

@@ -24,7 +24,7 @@ from common import Figure, Result, Timer, parse_args, say, scratch  # noqa: E402
 
 SPACE = "mlm_masking"
 SIZES = {
-    "smoke": dict(trials=4, steps=20, seq_len=32, batch_size=8, docs=400, concurrent=2),
+    "smoke": dict(trials=2, steps=8, seq_len=32, batch_size=8, docs=400, concurrent=2),
     "full": dict(trials=16, steps=120, seq_len=64, batch_size=32, docs=2000, concurrent=3),
 }
 
@@ -34,13 +34,14 @@ def overrides(size: dict, seed: int, scheduler: str, tokenizer: str) -> list[str
 
     shipped = load_spec(SPACE)
     steps = size["steps"]
-    # The space's grace period as the same share of training, on a report step.
+    # The space's grace period as the same share of training. Trials report every grace period:
+    # ASHA's rungs (grace x reduction factor^k) then fall on report steps, so a trial it stops has
+    # trained exactly to its rung, and each evaluation (a Ray Data pass) is one ASHA can use.
     grace = max(1, round(shipped.scheduler.grace_period / shipped.max_steps * steps))
-    every = max(1, grace // 2)
     return [
         f"num_samples={size['trials']}", f"search.seed={seed}", "model.preset=tiny",
         f"train.seq_len={size['seq_len']}", f"train.batch_size={size['batch_size']}", f"train.max_steps={steps}",
-        f"train.warmup_steps={max(1, steps // 10)}", f"train.eval_every={every}", f"train.log_every={every}",
+        f"train.warmup_steps={max(1, steps // 10)}", f"train.eval_every={grace}", f"train.log_every={grace}",
         f"train.checkpoint_every={steps}", "eval.max_blocks=128", "eval.probe_docs=0",
         f"corpus.synthetic.num_docs={size['docs']}", f"tokenizer.path={tokenizer}",
         "resources.cpus_per_worker=1", "run.quiet=true",
@@ -79,8 +80,10 @@ def main() -> None:
     import sslab
 
     # Trials mostly wait on Ray's start-up here; several at a time on this many CPUs (each trial
-    # takes a worker CPU and one for Ray Data) only changes the order results come in.
-    ray.init(address="local", num_cpus=2 * size["concurrent"], include_dashboard=False, logging_level="WARNING")
+    # takes a worker CPU and one for Ray Data) only changes the order results come in. The dashboard
+    # stays: Ray Train frees the workers of a trial ASHA stops through its State API, and without it
+    # their CPUs stay reserved until the next trials' Ray Data has none left.
+    ray.init(address="local", num_cpus=2 * size["concurrent"], logging_level="WARNING")
     result = Result(__file__, f"Search efficiency: ASHA against every trial to the end ({SPACE}, tiny)", args.size,
                     args.reps, params={**size, "space": SPACE, "metric": "eval_mlm_loss"})
     steps = {"asha": [], "fifo": []}
