@@ -103,11 +103,13 @@ def main() -> None:
                     tokens += sum(len(e.ids) for e in encodings)
             return tokens / t.seconds
 
-        say("(a) raw text against the bare tokenizer")
-        a = interleaved({"sslab Ray Data": raw, "tokenizers encode_batch_fast": bare_tokenizer}, args.reps,
-                        warmup=True)
-        result.figures.append(Figure.compare("data (a): raw text to masked batches / bare HF tokenizer", a,
-                                             "sslab Ray Data", "tokenizers encode_batch_fast", 0.40, "tokens/s/core"))
+        def side_by_side(name: str, theirs: str, ours_fn, theirs_fn, goal: float) -> None:
+            say(name)
+            got = interleaved({"sslab Ray Data": ours_fn, theirs: theirs_fn}, args.reps, warmup=True)
+            result.figures.append(Figure.compare(name, got, "sslab Ray Data", theirs, goal, "tokens/s/core"))
+
+        side_by_side("data (a): raw text to masked batches / bare HF tokenizer", "tokenizers encode_batch_fast",
+                     raw, bare_tokenizer, 0.40)
 
         train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
         cached = pipeline.tokenize(train, tok_json, cfg, vocab).materialize()
@@ -126,11 +128,8 @@ def main() -> None:
                         tokens += collator(rows[i:i + bs])["input_ids"].numel()
             return tokens / t.seconds
 
-        say("(b) cached blocks, masking only, against DataCollatorForLanguageModeling")
-        b = interleaved({"sslab Ray Data": masking_only, "DataCollatorForLanguageModeling": hf_collator}, args.reps,
-                        warmup=True)
-        result.figures.append(Figure.compare("data (b): cached blocks to masked batches / HF MLM collator", b,
-                                             "sslab Ray Data", "DataCollatorForLanguageModeling", 3.0, "tokens/s/core"))
+        side_by_side("data (b): cached blocks to masked batches / HF MLM collator", "DataCollatorForLanguageModeling",
+                     masking_only, hf_collator, 3.0)
         result.params["tokens_per_pass"] = int(ids.size)
         ray.shutdown()
     result.wall_s = wall.seconds
