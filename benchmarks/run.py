@@ -55,7 +55,7 @@ def render(results: list[dict]) -> str:
         for f in r["figures"]:
             sign = "≤" if f["lower_is_better"] else "≥"
             lines.append(
-                f"| `{Path(r['script']).name}` ({r['size']}, {r['reps']} reps) | {f['name']} | **{f['median']:.3g}** "
+                f"| `{Path(r['script']).name}` ({r['size']}, {r['reps']} rep{'s' if r['reps'] != 1 else ''}) | {f['name']} | **{f['median']:.3g}** "
                 f"| {sign} {f['goal']:g} | {'holds' if f['holds'] else '**missed**'} "
                 f"| {f['ours_label']}: {fmt(statistics.median(f['ours']))} {f['unit']} "
                 f"| {f['theirs_label']}: {fmt(statistics.median(f['theirs']))} {f['unit']} "

@@ -103,6 +103,8 @@ def main() -> None:
                     f"{int((found.table['status'] == 'FINISHED').sum())} trials finished")
             # Saved after every repetition: an interrupted benchmark keeps what it measured.
             result.reps, result.wall_s = rep + 1, wall.elapsed()
+            result.notes = [] if rep + 1 == args.reps else [
+                f"{rep + 1} of the {args.reps} repetitions asked for ({wall.elapsed() / (rep + 1) / 60:.0f} min each here)"]
             result.params["grace_period"] = int(overrides(size, 0, "asha", tokenizer)[-1].split("=")[1])
             result.figures = [
                 Figure.compare("search compute: ASHA trial-steps / every trial to the end", steps, "asha", "fifo", 0.35,
