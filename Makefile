@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 # on 2 CPU cores): the shipped mlm_masking space, shrunk to tiny models by overrides.
 DEMO_OVERRIDES := model.preset=tiny train.seq_len=64 train.batch_size=32 train.max_steps=150 \
 	train.warmup_steps=15 train.eval_every=50 train.checkpoint_every=50 eval.max_blocks=128 \
-	eval.probe_docs=200 scheduler.grace_period=50 resources.cpus_per_worker=1
+	eval.probe_docs=200 scheduler.grace_period=50 scheduler.reduction_factor=3 resources.cpus_per_worker=1
 
 demo: install
 	$(VENV)/bin/sslab tune mlm_masking --out runs/demo --num-samples 6 $(DEMO_OVERRIDES) \

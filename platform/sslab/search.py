@@ -312,6 +312,13 @@ def scheduler_of(spec: SearchSpec):
 
     s, max_steps = spec.scheduler, spec.max_steps
     if s.name == "asha":
+        rungs = asha_rungs(s.grace_period, s.reduction_factor, max_steps)
+        if rungs[-1] < max_steps:
+            # Ray's ASHA decides as each trial reaches a rung, so the first arrivals always go on:
+            # with a long stretch after the last rung, they cost more than the rungs save.
+            log.info("ASHA rungs at steps %s: every trial that passes %d trains %d more steps (%.0f %% of "
+                     "max_steps); a grace_period of max_steps / reduction_factor^k puts the last rung at %d",
+                     rungs, rungs[-1], max_steps - rungs[-1], 100 * (max_steps - rungs[-1]) / max_steps, max_steps)
         return ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(s.grace_period, max_steps),
                              reduction_factor=s.reduction_factor)
     if s.name == "pbt":
@@ -322,6 +329,15 @@ def scheduler_of(spec: SearchSpec):
             quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
             custom_explore_fn=Clip(domains), synch=s.synch)
     return FIFOScheduler()
+
+
+def asha_rungs(grace_period: int, reduction_factor: float, max_steps: int) -> list[int]:
+    """The steps at which ASHA may stop a trial: grace_period x reduction_factor^k, up to max_steps."""
+    rungs, step = [], min(grace_period, max_steps)
+    while step <= max_steps * (1 + 1e-9):
+        rungs.append(round(step))
+        step *= reduction_factor
+    return rungs
 
 
 @dataclass

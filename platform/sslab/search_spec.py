@@ -109,7 +109,8 @@ class SchedulerSpec:
     name: Literal["fifo", "asha", "pbt"] = "fifo"
     """``fifo``: every trial runs to the end; ``asha``: stop weak trials at rungs; ``pbt``: population-based training."""
     grace_period: int = 100
-    """ASHA: steps every trial runs before it may be stopped."""
+    """ASHA: steps every trial runs before it may be stopped. Rungs fall at grace_period x reduction_factor^k;
+    max_steps / reduction_factor^k puts the last one at the end of training."""
     reduction_factor: float = 3.0
     """ASHA: at each rung only the best 1/reduction_factor go on."""
     perturbation_interval: int = 100

@@ -544,3 +544,25 @@ def test_every_trial_runs_with_the_searchs_resources_as_its_scaling(tmp_path):
     s = cfg.scaling
     assert (s.num_workers, s.cpus_per_worker, s.use_gpu, s.gpus_per_worker) == (2, 3.0, True, 0.5)
     assert cfg.objective.mask_ratio == 0.3 and cfg.run.out == str(tmp_path / "trial")
+
+
+@pytest.mark.parametrize("grace, factor, max_steps", [(1250, 4, 20000), (2500, 4, 20000), (50, 3, 150), (8, 4, 128),
+                                                      (4000, 3, 20000), (7, 2.5, 100), (300, 4, 200)])
+def test_asha_rungs_are_the_steps_ray_stops_trials_at(grace, factor, max_steps):
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from sslab.search import asha_rungs
+
+    ray_rungs = sorted(m for m, _ in _Bracket(min(grace, max_steps), max_steps, factor, 0)._rungs)
+    assert asha_rungs(grace, factor, max_steps) == [round(m) for m in ray_rungs]
+
+
+def test_asha_says_when_its_last_rung_is_not_the_end_of_training(caplog):
+    from sslab.search import scheduler_of
+
+    with caplog.at_level("INFO", logger="sslab"):
+        scheduler_of(load_spec("mlm_masking"))  # rungs 1250, 5000, 20000
+        assert not caplog.records
+        scheduler_of(load_spec("mlm_masking", ["scheduler.grace_period=2500"]))
+    message = caplog.records[-1].getMessage()
+    assert "[2500, 10000]" in message and "10000 more steps (50 %" in message and "at 20000" in message
