@@ -37,13 +37,15 @@ def overrides(size: dict, seed: int, scheduler: str, tokenizer: str) -> list[str
     # The space's grace period and warm-up as the same shares of training (16 trials, 128 steps:
     # rungs at 8, 32 and 128, as the shipped 1250, 5000 and 20000). Trials report every grace period:
     # ASHA's rungs (grace x reduction factor^k) then fall on report steps, so a trial it stops has
-    # trained exactly to its rung, and each evaluation (a Ray Data pass) is one ASHA can use.
+    # trained exactly to its rung, and each evaluation (a Ray Data pass) is one ASHA can use. Without
+    # a scheduler only the final evaluation counts (evaluating changes no weights: same results).
     grace = max(1, round(shipped.scheduler.grace_period / shipped.max_steps * steps))
     warmup = max(1, round(shipped.base_config().train.warmup_steps / shipped.max_steps * steps))
     return [
         f"num_samples={size['trials']}", f"search.seed={seed}", "model.preset=tiny",
         f"train.seq_len={size['seq_len']}", f"train.batch_size={size['batch_size']}", f"train.max_steps={steps}",
-        f"train.warmup_steps={warmup}", f"train.eval_every={grace}", f"train.log_every={grace}",
+        f"train.warmup_steps={warmup}", f"train.log_every={grace}",
+        f"train.eval_every={grace if scheduler == 'asha' else steps}",
         f"train.checkpoint_every={steps}", "eval.max_blocks=128", "eval.probe_docs=0",
         f"corpus.synthetic.num_docs={size['docs']}", f"tokenizer.path={tokenizer}",
         "resources.cpus_per_worker=1", "run.quiet=true",

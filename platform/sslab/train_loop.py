@@ -275,4 +275,11 @@ def wait_for_decision(gate) -> None:
     try:
         gate.get()
     except ray.exceptions.RayActorError:
-        pass  # the trial is gone: Ray is stopping this run with it
+        # Tune stopped the trial, and the gate went with it. Ray ends this run with its owner:
+        # wait for that rather than train on.
+        time.sleep(TRIAL_GONE_WAIT_S)
+        raise RunError(f"the search trial that started this run was gone for {TRIAL_GONE_WAIT_S} s and Ray "
+                       "did not stop the run") from None
+
+
+TRIAL_GONE_WAIT_S = 300
