@@ -258,7 +258,11 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
                 metrics = {**metrics, **downstream_scores(done, setup.downstream, run_dir, cfg.train.seq_len)}
         if setup.metric in metrics:  # a report without evaluation (a checkpoint only) is not a result
             checkpoint = ray_tune.Checkpoint.from_directory(ckpt) if setup.pbt and ckpt else None
-            ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)  # returns once Tune goes on
+            try:
+                ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)  # returns once Tune goes on
+            except SystemExit:  # Tune stopped the trial (ASHA, PBT's pause): end its run with it
+                ray.cancel(done, force=True)
+                raise
         step = metrics.get("step", 0)
         if gate is not None and step % cfg.train.eval_every == 0 and step < cfg.train.max_steps:
             gate.put(None)  # the run waits for this after each evaluation but the last
