@@ -34,11 +34,11 @@ test: install
 test-cluster: install
 	$(PY) -m pytest -q -m cluster
 
-# Every benchmark script at its smallest size, so none can rot (about 6 minutes). CI runs it.
+# Every benchmark script at its smallest size, so none can rot (about 10 minutes). CI runs it.
 test-bench: install
 	$(PY) -m pytest -q -m bench
 
-# The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 45 minutes
+# The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 1 h 40 min
 # on 2 cores; BENCH_ARGS="--only training --reps 5" and the like pass through to benchmarks/run.py).
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -15,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ray
 import ray.train
@@ -72,10 +71,6 @@ class TrialHooks:
     """Checkpoint directory to load weights, optimizer and step from (PBT's exploit)."""
     restart: int = 0
     """Number of this restart within the run directory (0: the run itself)."""
-    gate: Any = None
-    """A ``ray.util.queue.Queue``: after each evaluation before the last, the run waits for one item,
-    which the trial puts once Tune has taken that result and let the trial go on (ASHA: a trial it
-    stops trains no step past its rung)."""
 
 
 def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None,
@@ -277,7 +272,7 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
                            "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
-                           "run_dir": str(run_dir), "start_from": hooks.start_from, "gate": hooks.gate,
+                           "run_dir": str(run_dir), "start_from": hooks.start_from,
                            "plugins": objectives.plugins(), **faults()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=gpu, placement_strategy=s.placement_strategy,

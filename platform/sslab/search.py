@@ -70,8 +70,8 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     concurrent = concurrency(spec)
     base = config_mod.merge(with_shared_tokenizer(spec, search_dir), {"scaling": spec.scaling()})
     setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
-                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", gated=spec.scheduler.name == "asha",
-                       plugins=plugins(), downstream=spec.downstream)
+                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins(),
+                       downstream=spec.downstream)
     tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
     grid = tuner.fit()
     table = results_table(grid, spec)
@@ -207,8 +207,6 @@ class TrialSetup:
     search_dir: str
     metric: str
     pbt: bool
-    gated: bool = False
-    """Runs wait at each evaluation for Tune's decision (ASHA: stopped trials train no further)."""
     plugins: tuple = ()
     """Objectives the driver's script registered (see ``sslab.objectives.plugins``)."""
     downstream: DownstreamSpec | None = None
@@ -237,9 +235,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
     restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
     queue = Queue(actor_options={"num_cpus": 0})
-    gate = Queue(actor_options={"num_cpus": 0}) if setup.gated else None
-    hooks = TrialHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart,
-                       gate=gate)
+    hooks = TrialHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart)
     # The run leaves the trial's placement group, which Tune would capture its Ray Data tasks
     # into: it schedules like a standalone run, and dies with the trial when Tune stops it.
     run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
@@ -258,14 +254,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
                 metrics = {**metrics, **downstream_scores(done, setup.downstream, run_dir, cfg.train.seq_len)}
         if setup.metric in metrics:  # a report without evaluation (a checkpoint only) is not a result
             checkpoint = ray_tune.Checkpoint.from_directory(ckpt) if setup.pbt and ckpt else None
-            try:
-                ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)  # returns once Tune goes on
-            except SystemExit:  # Tune stopped the trial (ASHA, PBT's pause): end its run with it
-                ray.cancel(done, force=True)
-                raise
-        step = metrics.get("step", 0)
-        if gate is not None and step % cfg.train.eval_every == 0 and step < cfg.train.max_steps:
-            gate.put(None)  # the run waits for this after each evaluation but the last
+            ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)
     try:
         ray.get(done)
     except Exception as e:

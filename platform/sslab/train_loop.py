@@ -264,22 +264,3 @@ def maybe_report(w: Worker, metrics: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
     else:
         ray.train.report(metrics, checkpoint=None)
-    if do_eval and not last and rank0 and w.loop_cfg.get("gate") is not None:
-        wait_for_decision(w.loop_cfg["gate"])  # the other ranks wait at the next step's all-reduce
-
-
-def wait_for_decision(gate) -> None:
-    """Hold a search trial's run at an evaluation until Tune has taken that result and let the trial
-    go on. Without this a trial that ASHA stops at a rung keeps training while the report travels
-    (Train's controller polls every 2 s, then the trial, then Tune): at small scale, whole rungs."""
-    try:
-        gate.get()
-    except ray.exceptions.RayActorError:
-        # Tune stopped the trial, and the gate went with it. Ray ends this run with its owner:
-        # wait for that rather than train on.
-        time.sleep(TRIAL_GONE_WAIT_S)
-        raise RunError(f"the search trial that started this run was gone for {TRIAL_GONE_WAIT_S} s and Ray "
-                       "did not stop the run") from None
-
-
-TRIAL_GONE_WAIT_S = 300

@@ -54,9 +54,6 @@ def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_
     assert list(table["status"]) == ["FINISHED", "STOPPED", "ERROR"], table
     assert table.loc[0, "train.lr"] == 3e-3 and table.loc[0, "step"] == 20
     assert table.loc[1, "step"] == 10
-    # The stopped trial trained no step past its rung: the run waits at each evaluation for
-    # Tune's decision instead of training on while the report travels.
-    assert steps_logged(result.search_dir / "trials" / table.loc[1, "trial_id"])[-1] == 10
     assert "non-finite" in table.loc[2, "error"]
     # Ranked by the fixed-protocol metric, best first; results.csv holds the same table.
     assert table.loc[0, "eval_mlm_loss"] < table.loc[1, "eval_mlm_loss"]
