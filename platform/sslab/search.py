@@ -254,7 +254,11 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
                 metrics = {**metrics, **downstream_scores(done, setup.downstream, run_dir, cfg.train.seq_len)}
         if setup.metric in metrics:  # a report without evaluation (a checkpoint only) is not a result
             checkpoint = ray_tune.Checkpoint.from_directory(ckpt) if setup.pbt and ckpt else None
-            ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)
+            try:
+                ray_tune.report(tune_result(metrics, setup.metric), checkpoint=checkpoint)
+            except SystemExit:  # Tune stopped this trial (ASHA's rung, PBT's exploit): end its run now, not
+                ray.cancel(done, force=True)  # when Ray reaps the trial's actor (its workers train on until then)
+                raise
     try:
         ray.get(done)
     except Exception as e:
@@ -312,13 +316,8 @@ def scheduler_of(spec: SearchSpec):
 
     s, max_steps = spec.scheduler, spec.max_steps
     if s.name == "asha":
-        rungs = asha_rungs(s.grace_period, s.reduction_factor, max_steps)
-        if rungs[-1] < max_steps:
-            # Ray's ASHA decides as each trial reaches a rung, so the first arrivals always go on:
-            # with a long stretch after the last rung, they cost more than the rungs save.
-            log.info("ASHA rungs at steps %s: every trial that passes %d trains %d more steps (%.0f %% of "
-                     "max_steps); a grace_period of max_steps / reduction_factor^k puts the last rung at %d",
-                     rungs, rungs[-1], max_steps - rungs[-1], 100 * (max_steps - rungs[-1]) / max_steps, max_steps)
+        explain_rungs(asha_rungs(s.grace_period, s.reduction_factor, max_steps), spec.base_config().train.eval_every,
+                      max_steps)
         return ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=min(s.grace_period, max_steps),
                              reduction_factor=s.reduction_factor)
     if s.name == "pbt":
@@ -338,6 +337,22 @@ def asha_rungs(grace_period: int, reduction_factor: float, max_steps: int) -> li
         rungs.append(round(step))
         step *= reduction_factor
     return rungs
+
+
+def explain_rungs(rungs: list[int], eval_every: int, max_steps: int) -> None:
+    """Say where ASHA's rungs waste steps. Ray's ASHA decides as each trial reaches a rung, so the
+    first arrivals always go on: a long stretch after the last rung, trained by every trial let
+    through, costs more than the rungs save. And it judges a trial at its first result at or past a
+    rung, which is the next evaluation: a rung between evaluations is decided late."""
+    if rungs[-1] < max_steps:
+        log.info("ASHA rungs at steps %s: every trial that passes %d trains %d more steps (%.0f %% of "
+                 "max_steps); a grace_period of max_steps / reduction_factor^k puts the last rung at %d",
+                 rungs, rungs[-1], max_steps - rungs[-1], 100 * (max_steps - rungs[-1]) / max_steps, max_steps)
+    judged = [min(-(-rung // eval_every) * eval_every, max_steps) for rung in rungs]
+    if judged != rungs:
+        log.info("ASHA judges a trial at its first evaluation at or past each rung: with train.eval_every=%d, "
+                 "rungs %s are decided at steps %s; an eval_every that divides every rung decides them on time",
+                 eval_every, rungs, judged)
 
 
 @dataclass

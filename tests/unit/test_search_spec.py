@@ -18,7 +18,14 @@ from sslab.objectives import get as get_objective
 from sslab.search_spec import Domain, SearchSpec, build_spec, load_spec, parse_domain, shipped_spaces
 
 SHIPPED = shipped_spaces()
-TINY = ["model.preset=tiny", "train.max_steps=200"]  # what each shipped file's header suggests on a CPU
+
+
+def cpu_overrides(path) -> list[str]:
+    """What a shipped file's header suggests on a CPU (``# ... on a CPU: sslab tune NAME key=value ...``)."""
+    line = next(line for line in path.read_text().splitlines() if "on a CPU: sslab tune " in line)
+    name, *overrides = line.split("on a CPU: sslab tune ", 1)[1].split()
+    assert name == path.stem, line
+    return overrides
 
 
 def spec_data(**fields) -> dict:
@@ -68,9 +75,10 @@ def test_an_unknown_search_space_name_lists_the_shipped_ones():
         assert path.stem in message
 
 
-@pytest.mark.parametrize("overrides", [None, TINY], ids=["own-scale", "tiny"])
+@pytest.mark.parametrize("on_cpu", [False, True], ids=["own-scale", "cpu"])
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, overrides):
+def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, on_cpu):
+    overrides = cpu_overrides(path) if on_cpu else None
     spec = load_spec(path, overrides)
     assert isinstance(spec, SearchSpec) and spec.domains and spec.description
     assert spec.metric.startswith(("eval_", "probe_")), "a shipped space must rank by a fixed-protocol metric"
@@ -78,10 +86,10 @@ def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, o
         assert spec.metric in get_objective(name).metrics, (name, spec.metric)
     cfg = spec.base_config()
     if overrides:
-        assert cfg.model.preset == "tiny" and cfg.train.max_steps == 200 and spec.max_steps == 200
-        # The overrides shrink the run, not the search.
+        assert cfg.model.preset == "tiny" and cfg.train.max_steps <= 200 and spec.max_steps == cfg.train.max_steps
+        # The overrides shrink the runs (and may draw fewer trials), not the space searched.
         assert [d.describe() for d in spec.domains] == [d.describe() for d in load_spec(path).domains]
-        assert spec.num_samples == load_spec(path).num_samples
+        assert spec.num_samples <= load_spec(path).num_samples
     for d in spec.domains:
         tuned = d.to_tune()
         assert is_tune_domain(d, tuned), (d, tuned)
@@ -89,7 +97,7 @@ def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, o
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_value_a_shipped_space_samples_makes_a_valid_trial_config(path):
-    spec = load_spec(path, TINY)
+    spec = load_spec(path, cpu_overrides(path))
     for d in spec.domains:
         tuned = d.to_tune()
         # One value at a time, as Tune draws them for a trial.
@@ -557,6 +565,22 @@ def test_asha_rungs_are_the_steps_ray_stops_trials_at(grace, factor, max_steps):
     assert asha_rungs(grace, factor, max_steps) == [round(m) for m in ray_rungs]
 
 
+@pytest.mark.parametrize("on_cpu", [False, True], ids=["own-scale", "cpu"])
+@pytest.mark.parametrize("path", [p for p in SHIPPED if load_spec(p).scheduler.name == "asha"],
+                         ids=lambda p: p.stem)
+def test_shipped_asha_spaces_stop_trials_at_evaluations_and_end_at_max_steps(path, on_cpu, caplog):
+    from sslab.search import asha_rungs, scheduler_of
+
+    spec = load_spec(path, cpu_overrides(path) if on_cpu else None)
+    s, cfg = spec.scheduler, spec.base_config()
+    rungs = asha_rungs(s.grace_period, s.reduction_factor, spec.max_steps)
+    assert len(rungs) >= 3 and rungs[-1] == spec.max_steps, rungs
+    assert all(rung % cfg.train.eval_every == 0 for rung in rungs), (rungs, cfg.train.eval_every)
+    with caplog.at_level("INFO", logger="sslab"):
+        scheduler_of(spec)
+    assert not caplog.records, caplog.records[0].getMessage()
+
+
 def test_asha_says_when_its_last_rung_is_not_the_end_of_training(caplog):
     from sslab.search import scheduler_of
 
@@ -566,3 +590,13 @@ def test_asha_says_when_its_last_rung_is_not_the_end_of_training(caplog):
         scheduler_of(load_spec("mlm_masking", ["scheduler.grace_period=2500"]))
     message = caplog.records[-1].getMessage()
     assert "[2500, 10000]" in message and "10000 more steps (50 %" in message and "at 20000" in message
+
+
+def test_asha_says_when_a_rung_falls_between_evaluations(caplog):
+    from sslab.search import scheduler_of
+
+    with caplog.at_level("INFO", logger="sslab"):
+        scheduler_of(load_spec("mlm_masking", ["train.eval_every=1000"]))  # rungs 1250, 5000, 20000
+    message = caplog.records[-1].getMessage()
+    assert "train.eval_every=1000" in message and "[1250, 5000, 20000]" in message, message
+    assert "decided at steps [2000, 5000, 20000]" in message, message
