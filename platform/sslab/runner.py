@@ -122,9 +122,27 @@ def init_ray(cfg: Config) -> None:
         return
     # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
     needed = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
-    # address="local": without it Ray joins any cluster `ray start` left on this machine, and
-    # refuses num_cpus for it.
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), logging_level=logging.WARNING)
+    start_local_ray(max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """Start a private Ray on this machine. ``address="local"``: without it Ray joins any cluster
+    `ray start` left here, and refuses ``num_cpus`` for it."""
+    from ray._private import services
+
+    try:
+        others = services.find_gcs_addresses()
+    finally:
+        services.find_gcs_addresses.cache_clear()  # Ray caches the answer, and ours is about to start
+    if others:
+        # Ray Train's clean-up after a run ended abruptly (a trial ASHA stops) finds the cluster
+        # through the State API, which refuses to guess between two local Rays: the stopped run's
+        # placement group is never freed, and the search stalls.
+        log.warning("another Ray runs on this machine (GCS at %s): Ray Train cannot free a stopped trial's "
+                    "resources while two run here ('Found multiple active Ray instances'), so a search may "
+                    "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
+                    "it with RAY_ADDRESS", ", ".join(sorted(others)))
+    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING)
 
 
 def use_gpu(cfg: Config) -> bool:

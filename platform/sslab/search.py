@@ -139,7 +139,9 @@ def init_ray(spec: SearchSpec) -> None:
         return
     r = spec.resources
     needed = math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
+    from sslab.runner import start_local_ray
+
+    start_local_ray(max(os.cpu_count() or 1, needed))
 
 
 def concurrency(spec: SearchSpec) -> int:
