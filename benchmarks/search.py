@@ -14,7 +14,6 @@ Quality: the best finished trial's `eval_mlm_loss`, ASHA / FIFO. Goal: at most 1
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -63,9 +62,10 @@ def shared_tokenizer(size: dict, path: Path) -> str:
 
 
 def last_logged_step(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.exists() else []
-    return max((json.loads(line)["step"] for line in lines if line.strip()), default=0)
+    from sslab.report import read_metrics
+
+    logged = read_metrics(run_dir)
+    return int(logged["step"].max()) if len(logged) else 0
 
 
 def trial_steps(search_dir: Path) -> int:
