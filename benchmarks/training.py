@@ -7,7 +7,8 @@ least 0.95.
 
 Scaling: two workers with one thread each against one worker with one thread, the same
 per-worker batch. Goal: at least 1.8x. Beside it, the machine's ceiling: a bare two-process torch
-`DistributedDataParallel` job (gloo, no Ray) against the bare loop.
+`DistributedDataParallel` job (gloo, no Ray) against the bare loop, and where the cores went in
+sslab's steady window: to the workers, to every other process (Ray's own among them), or idle.
 
 Throughput is steady state: from the end of the first logged window (`train.log_every` steps) to
 the last one before the final evaluation, read from `metrics.jsonl`'s `wall_time` and `tokens`,
@@ -19,8 +20,10 @@ over the same steps.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,11 +57,72 @@ def run_config(size: dict, workers: int, out: str) -> dict:
     }
 
 
-def steady_tokens_per_s(run_dir: Path) -> float:
-    """Tokens/s between the first logged step and the last one before the final evaluation."""
+def steady_window(run_dir: Path) -> tuple[float, float, float]:
+    """Tokens/s between the first logged step and the last one before the final evaluation, and
+    that window's bounds (``time.time()``)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-2]
-    return (last["tokens"] - first["tokens"]) / (last["wall_time"] - first["wall_time"])
+    t0, t1 = first["wall_time"], last["wall_time"]
+    return (last["tokens"] - first["tokens"]) / (t1 - t0), t0, t1
+
+
+class CpuShares:
+    """Where the machine's cores went during a run, from Linux's ``/proc``, sampled every second.
+
+    Used as a context manager around a run; :meth:`shares` then splits a window of it into the
+    cores used by Ray Train's workers (``ray::RayTrainWorker``), by every other process (Ray's
+    own, this script's, the OS's) and left idle. Elsewhere than Linux it records nothing.
+    """
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, every_s: float = 1.0):
+        self.every_s, self.samples = every_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "CpuShares":
+        if Path("/proc/stat").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @classmethod
+    def sample(cls) -> tuple[float, float, float]:
+        """(time, CPU seconds of the train workers so far, CPU seconds of the whole machine so far)."""
+        workers = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if b"RayTrainWorker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            workers += int(fields[11]) + int(fields[12])  # utime, stime
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(cpu[:8]) - cpu[3] - cpu[4]  # all but idle and iowait (guest time is inside user)
+        return time.time(), workers / cls.TICK, busy / cls.TICK
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.sample())
+            self._stop.wait(self.every_s)
+
+    def shares(self, t0: float, t1: float) -> dict[str, float] | None:
+        """Cores used from ``t0`` to ``t1`` (the samples just inside): by the workers, by every other
+        process, idle; ``None`` when the window is too short to hold two samples."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return None
+        (a_t, a_w, a_busy), (b_t, b_w, b_busy) = inside[0], inside[-1]
+        seconds = b_t - a_t
+        workers, busy = (b_w - a_w) / seconds, (b_busy - a_busy) / seconds
+        return {"workers": workers, "other": busy - workers, "idle": os.cpu_count() - busy}
 
 
 def pre_masked(size: dict):
@@ -156,12 +220,17 @@ def main() -> None:
                     args.reps, params={**size, "objective": "mlm", "threads_per_worker": 1, "log_every": LOG_EVERY})
     with scratch("train") as tmp, Timer() as wall:
         counter = iter(range(10**6))
+        cores: dict[int, list[dict[str, float]]] = {1: [], 2: []}
 
         def sslab_run(workers: int):
             def measure() -> float:
                 out = Path(tmp) / f"w{workers}_{next(counter)}"
-                sslab.pretrain(run_config(size, workers, str(out)))
-                return steady_tokens_per_s(out)
+                with CpuShares() as cpu:
+                    sslab.pretrain(run_config(size, workers, str(out)))
+                tokens_per_s, t0, t1 = steady_window(out)
+                if (shares := cpu.shares(t0, t1)) is not None:
+                    cores[workers].append(shares)
+                return tokens_per_s
             return measure
 
         say(f"{size['preset']} model, seq {size['seq_len']}, batch {size['batch_size']} per worker, {size['steps']} steps")
@@ -171,6 +240,14 @@ def main() -> None:
         result.notes.append(
             f"the machine's ceiling: bare torch DDP (2 processes, gloo, no Ray) scales "
             f"{statistics.median(ddp):.3g}x over the bare loop (per repetition: {', '.join(f'{x:.3g}' for x in ddp)})")
+        for workers, seen in cores.items():
+            if seen:
+                median = {k: statistics.median(s[k] for s in seen) for k in seen[0]}
+                result.notes.append(
+                    f"cores in the steady window of sslab with {workers} worker{'s' * (workers > 1)} (median of "
+                    f"{len(seen)}, of {os.cpu_count()}): {median['workers'] / workers:.3f} per worker, "
+                    f"{median['other']:.3f} every other process (Ray's own, this script's, the OS's), "
+                    f"{median['idle']:.3f} idle")
         result.figures += [
             Figure.compare("training overhead: sslab pretrain (1 worker) / bare PyTorch loop", got, "sslab 1 worker",
                            "bare PyTorch", 0.95, "tokens/s"),
