@@ -114,20 +114,22 @@ def as_config(config, overrides) -> Config:
 
 def init_ray(cfg: Config) -> None:
     """Join ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray sized for the run."""
+    # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
+    join_or_start_ray(cfg.run.ray_address, math.ceil(cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1))
+
+
+def join_or_start_ray(address: str | None, cpus_needed: int) -> None:
+    """Join the Ray at ``address`` (or ``RAY_ADDRESS``); without one, start a private Ray on this
+    machine with all its CPUs, and ``cpus_needed`` at least. Nothing when Ray is already up.
+
+    ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
+    ``num_cpus`` for it."""
     if ray.is_initialized():
         return
-    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
         return
-    # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
-    needed = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
-    start_local_ray(max(os.cpu_count() or 1, math.ceil(needed)))
-
-
-def start_local_ray(num_cpus: int) -> None:
-    """Start a private Ray on this machine. ``address="local"``: without it Ray joins any cluster
-    `ray start` left here, and refuses ``num_cpus`` for it."""
     from ray._private import services
 
     try:
@@ -142,7 +144,7 @@ def start_local_ray(num_cpus: int) -> None:
                     "resources while two run here ('Found multiple active Ray instances'), so a search may "
                     "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
-    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed), logging_level=logging.WARNING)
 
 
 def use_gpu(cfg: Config) -> bool:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,18 +129,11 @@ def spec_dict(spec: SearchSpec) -> dict:
 
 
 def init_ray(spec: SearchSpec) -> None:
-    """Join ``RAY_ADDRESS`` (or the base's ``run.ray_address``), or start a local Ray for one trial at least."""
-    if ray.is_initialized():
-        return
-    address = spec.base_config().run.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    r = spec.resources
-    needed = math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS
-    from sslab.runner import start_local_ray
+    """Join the base's ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray for one trial at least."""
+    from sslab.runner import join_or_start_ray
 
-    start_local_ray(max(os.cpu_count() or 1, needed))
+    r = spec.resources
+    join_or_start_ray(spec.base_config().run.ray_address, math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS)
 
 
 def concurrency(spec: SearchSpec) -> int:
