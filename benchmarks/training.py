@@ -92,8 +92,8 @@ class CpuShares:
             self._thread.join()
 
     @classmethod
-    def sample(cls) -> tuple[float, float, float]:
-        """(time, CPU seconds of the train workers so far, CPU seconds of the whole machine so far)."""
+    def sample(cls) -> tuple[float, float, float, float]:
+        """(time, and so far: CPU seconds of the train workers, of the whole machine, idle)."""
         workers = 0
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -105,8 +105,9 @@ class CpuShares:
             fields = stat[stat.rindex(")") + 2:].split()
             workers += int(fields[11]) + int(fields[12])  # utime, stime
         cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(cpu[:8]) - cpu[3] - cpu[4]  # all but idle and iowait (guest time is inside user)
-        return time.time(), workers / cls.TICK, busy / cls.TICK
+        user, nice, system, idle, iowait, irq, softirq = cpu[:7]  # then steal: the hypervisor's, neither
+        return (time.time(), workers / cls.TICK, (user + nice + system + irq + softirq) / cls.TICK,
+                (idle + iowait) / cls.TICK)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -119,10 +120,10 @@ class CpuShares:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
             return None
-        (a_t, a_w, a_busy), (b_t, b_w, b_busy) = inside[0], inside[-1]
+        (a_t, a_w, a_busy, a_idle), (b_t, b_w, b_busy, b_idle) = inside[0], inside[-1]
         seconds = b_t - a_t
         workers, busy = (b_w - a_w) / seconds, (b_busy - a_busy) / seconds
-        return {"workers": workers, "other": busy - workers, "idle": os.cpu_count() - busy}
+        return {"workers": workers, "other": busy - workers, "idle": (b_idle - a_idle) / seconds}
 
 
 def pre_masked(size: dict):
