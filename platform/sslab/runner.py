@@ -114,13 +114,13 @@ def as_config(config, overrides) -> Config:
 
 def init_ray(cfg: Config) -> None:
     """Join ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray sized for the run."""
-    # Ray Data needs CPUs beside the training workers' to corrupt each epoch on the fly.
-    join_or_start_ray(cfg.run.ray_address, math.ceil(cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1))
+    join_or_start_ray(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker)
 
 
-def join_or_start_ray(address: str | None, cpus_needed: int) -> None:
+def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float) -> None:
     """Join the Ray at ``address`` (or ``RAY_ADDRESS``); without one, start a private Ray on this
-    machine with all its CPUs, and ``cpus_needed`` at least. Nothing when Ray is already up.
+    machine with all its CPUs, and at least enough for ``workers`` training workers and the CPUs
+    Ray Data needs beside them to corrupt each epoch on the fly. Nothing when Ray is already up.
 
     ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
     ``num_cpus`` for it."""
@@ -144,7 +144,8 @@ def join_or_start_ray(address: str | None, cpus_needed: int) -> None:
                     "resources while two run here ('Found multiple active Ray instances'), so a search may "
                     "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed), logging_level=logging.WARNING)
+    needed = math.ceil(workers * cpus_per_worker + capacity.SPARE_CPUS)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
 
 
 def use_gpu(cfg: Config) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from sslab.objectives import adopt, plugins
 from sslab.search_spec import DownstreamSpec, SearchSpec, load_spec
 
 log = logging.getLogger("sslab")
-DATA_CPUS = 1  # CPUs each trial leaves to Ray Data for tokenising and masking
+DATA_CPUS = capacity.SPARE_CPUS  # CPUs each trial leaves to Ray Data for tokenising and masking
 TRIAL_MEMORY = 2**20  # bytes of logical memory a Tune trial reserves: it only drives its run
 
 
@@ -133,7 +132,7 @@ def init_ray(spec: SearchSpec) -> None:
     from sslab.runner import join_or_start_ray
 
     r = spec.resources
-    join_or_start_ray(spec.base_config().run.ray_address, math.ceil(r.workers * r.cpus_per_worker) + DATA_CPUS)
+    join_or_start_ray(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker)
 
 
 def concurrency(spec: SearchSpec) -> int:
@@ -158,7 +157,7 @@ def concurrency(spec: SearchSpec) -> int:
     if gpus > 0:
         fits = min(fits, int(res.get("GPU", 0) // (r.workers * gpus)))
     if fits < 1:
-        raise RunError(f"a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPUs (+{DATA_CPUS} for Ray Data)"
+        raise RunError(f"a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPUs (+{DATA_CPUS:g} for Ray Data)"
                        + (f" and {r.workers * gpus:g} GPUs" if gpus else "")
                        + f" but the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs; "
                          "lower resources.workers or resources.cpus_per_worker")

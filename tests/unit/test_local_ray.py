@@ -39,7 +39,7 @@ def local(num_cpus: int) -> dict:
 def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init):
     running_here(monkeypatch, {"10.0.0.5:6379"})
     with caplog.at_level("WARNING", logger="sslab"):
-        runner.join_or_start_ray(None, 3)
+        runner.join_or_start_ray(None, 2, 1)
     assert ray_init == [local(3)]
     message = caplog.records[-1].getMessage()
     assert "10.0.0.5:6379" in message and "may stall" in message and "RAY_ADDRESS" in message, message
@@ -47,23 +47,23 @@ def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_ini
 
 def test_a_machine_without_another_ray_starts_quietly(caplog, ray_init):
     with caplog.at_level("WARNING", logger="sslab"):
-        runner.join_or_start_ray(None, 3)
+        runner.join_or_start_ray(None, 2, 1)
     assert ray_init == [local(3)] and not caplog.records
 
 
 def test_a_local_ray_holds_the_run_even_beyond_this_machines_cores(ray_init):
-    runner.join_or_start_ray(None, 1000)
+    runner.join_or_start_ray(None, 333, 3)
     assert ray_init == [local(1000)] and ray_init[0]["num_cpus"] == 1000
 
 
 def test_an_address_is_joined_and_beats_ray_address(monkeypatch, ray_init):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
-    runner.join_or_start_ray("ray://head:10001", 3)
-    runner.join_or_start_ray(None, 3)
+    runner.join_or_start_ray("ray://head:10001", 2, 1)
+    runner.join_or_start_ray(None, 2, 1)
     assert ray_init == [{"address": "ray://head:10001"}, {"address": "10.0.0.9:6379"}]
 
 
 def test_a_running_ray_is_kept(monkeypatch, ray_init):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    runner.join_or_start_ray("ray://head:10001", 3)
+    runner.join_or_start_ray("ray://head:10001", 2, 1)
     assert ray_init == []
