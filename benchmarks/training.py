@@ -36,8 +36,9 @@ from common import Figure, Result, Timer, interleaved, parse_args, ratios, say, 
 
 LOG_EVERY = 10
 SIZES = {
-    "smoke": dict(preset="tiny", seq_len=32, batch_size=4, steps=3 * LOG_EVERY, docs=300),
-    "full": dict(preset="mini", seq_len=128, batch_size=16, steps=7 * LOG_EVERY, docs=4000),
+    # cpu_sample_s: how often /proc is read; at smoke size often enough that its short steady window holds samples.
+    "smoke": dict(preset="tiny", seq_len=32, batch_size=4, steps=3 * LOG_EVERY, docs=300, cpu_sample_s=0.05),
+    "full": dict(preset="mini", seq_len=128, batch_size=16, steps=7 * LOG_EVERY, docs=4000, cpu_sample_s=1.0),
 }
 
 
@@ -67,7 +68,7 @@ def steady_window(run_dir: Path) -> tuple[float, float, float]:
 
 
 class CpuShares:
-    """Where the machine's cores went during a run, from Linux's ``/proc``, sampled every second.
+    """Where the machine's cores went during a run, from Linux's ``/proc``, sampled every ``every_s``.
 
     Used as a context manager around a run; :meth:`shares` then splits a window of it into the
     cores used by Ray Train's workers (``ray::RayTrainWorker``), by every other process (Ray's
@@ -226,7 +227,7 @@ def main() -> None:
         def sslab_run(workers: int):
             def measure() -> float:
                 out = Path(tmp) / f"w{workers}_{next(counter)}"
-                with CpuShares() as cpu:
+                with CpuShares(size["cpu_sample_s"]) as cpu:
                     sslab.pretrain(run_config(size, workers, str(out)))
                 tokens_per_s, t0, t1 = steady_window(out)
                 if (shares := cpu.shares(t0, t1)) is not None:

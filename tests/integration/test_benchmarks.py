@@ -28,6 +28,8 @@ def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     for fig in result["figures"]:
         assert len(fig["ratio"]) == 1 and all(math.isfinite(x) and x > 0 for x in fig["ratio"] + fig["ours"] + fig["theirs"])
         assert fig["name"] in md.read_text()
+    if script == "training" and Path("/proc/stat").exists():  # where the cores went, for 1 and for 2 workers
+        assert sum(note.startswith("cores in the steady window") for note in result["notes"]) == 2
     if script == "gpu" and not result["params"]["peak_flops"]:
         assert any("MFU not measured" in note for note in result["notes"])
     else:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,29 @@ def test_no_results_yet_says_how_to_make_them(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["run.py", "--render", "--out", str(tmp_path / "none"), "--results", str(md)])
     load("run", monkeypatch).main()
     assert "run `make bench`" in md.read_text()
+
+
+def test_cpu_shares_splits_a_window_into_workers_other_processes_and_idle(monkeypatch):
+    training = load("training", monkeypatch)
+    cpu = training.CpuShares()
+    # (time, CPU seconds so far: train workers, whole machine busy, idle); a 2-core machine.
+    cpu.samples = [(9.0, 0.0, 0.0, 0.0), (10.0, 5.0, 6.0, 1.0), (12.0, 8.6, 9.8, 1.2), (14.0, 12.2, 13.6, 1.4)]
+    shares = cpu.shares(10.0, 14.0)  # the samples just inside: t=10 and t=14
+    assert shares == pytest.approx({"workers": 1.8, "other": 0.1, "idle": 0.1})
+    assert cpu.shares(10.5, 13.0) is None  # one sample inside: no rate to read
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc")
+def test_cpu_shares_sees_a_busy_core(monkeypatch):
+    training = load("training", monkeypatch)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        with training.CpuShares(every_s=0.1) as cpu:
+            time.sleep(1.5)
+    finally:
+        spinner.kill()
+    shares = cpu.shares(0, float("inf"))
+    assert shares["workers"] == 0  # no Ray Train worker here
+    assert shares["other"] > 0.8  # the spinner's core
+    assert shares["other"] + shares["idle"] == pytest.approx(os.cpu_count(), abs=0.3)  # each core busy or idle
