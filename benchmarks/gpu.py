@@ -53,8 +53,8 @@ def steady(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    compile_model = "--compile" in sys.argv
+    args = parse_args(__doc__, switches={"--compile": "also torch.compile the model (train.compile=true)"})
+    compile_model = args.compile
     import torch
 
     gpu = torch.cuda.is_available()

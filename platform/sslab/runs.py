@@ -15,10 +15,11 @@ import yaml
 from sslab.config import Config
 from sslab.errors import RunError
 
-# Keys a rerun may change and still resume: how long, how often, where and on what it runs.
+# Keys a rerun may change and still resume: how long, how often, where and on what it runs
+# (train.compile too: a compiled model keeps its state dict's keys).
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.prefetch_batches", "train.max_nonfinite", "scaling.",
-                     "run.", "track.", "eval.probe_docs")
+                     "train.keep_checkpoints", "train.prefetch_batches", "train.compile", "train.max_nonfinite",
+                     "scaling.", "run.", "track.", "eval.probe_docs")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -8,6 +8,7 @@ import struct
 from types import SimpleNamespace
 
 import pytest
+import torch
 from tensorboardX.proto.event_pb2 import Event
 
 import sslab
@@ -43,7 +44,8 @@ def crashed_and_rerun(overrides, tmp_path_factory):
     it is tracked to TensorBoard, MLflow (a file: store) and W&B (offline) throughout."""
     root = tmp_path_factory.mktemp("crashed")
     cfg = load(overrides=overrides(root / "run", f"track.mlflow_uri=file:{root / 'mlruns'}",
-                                   "track.wandb_project=sslab-test", "track.wandb_mode=offline"))
+                                   "track.mlflow_experiment=bakeoff", "track.wandb_project=sslab-test",
+                                   "track.wandb_mode=offline"))
     mp = pytest.MonkeyPatch()
     mp.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
     with pytest.raises(RunError, match="injected failure"):
@@ -107,13 +109,13 @@ def test_tensorboard_shows_each_step_once_across_a_crash_and_rerun(crashed_and_r
     assert list(scalars["eval/eval_mlm_loss"]) == [STEPS]
 
 
-def test_mlflow_gets_one_run_with_params_and_the_whole_loss_history(crashed_and_rerun, monkeypatch):
+def test_mlflow_gets_one_run_in_the_configured_experiment_with_params_and_loss_history(crashed_and_rerun, monkeypatch):
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file: store only when asked
     run = crashed_and_rerun
     client = MlflowClient(tracking_uri=f"file:{run.root / 'mlruns'}")
-    found = client.search_runs([client.get_experiment_by_name("sslab").experiment_id])
+    found = client.search_runs([client.get_experiment_by_name("bakeoff").experiment_id])
     assert len(found) == 1  # the reruns continued the crashed attempt's run
     tracked = found[0]
     assert tracked.info.run_name == "run" and tracked.info.status == "FINISHED"
@@ -152,3 +154,29 @@ def test_a_rerun_with_a_different_model_config_is_refused_before_training(overri
     cfg = load(overrides=overrides(uninterrupted.run_dir, "train.lr=0.01"))
     with pytest.raises(RunError, match="train.lr"):
         sslab.pretrain(cfg)
+
+
+def test_a_crashed_run_reruns_compiled_from_its_checkpoint_and_keeps_the_checkpoint_format(
+        ray_cluster, tiny, tmp_path, monkeypatch):
+    # train.compile changes how a run runs, not what it is: the rerun resumes, and TorchInductor's
+    # model trains on the same weights and data (its dropout draws from its own generator).
+    run_dir = tmp_path / "run"
+    steps = lambda *extra: load(overrides=tiny(run_dir, "train.max_steps=20", "train.log_every=1",
+                                               f"train.checkpoint_every={EVERY}", "train.eval_every=20",
+                                               "eval.probe_docs=0", "model.dropout=0.1", *extra))
+    monkeypatch.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
+    with pytest.raises(RunError, match="injected failure"):
+        sslab.pretrain(steps())
+    eager = losses(run_dir)  # steps 1 to 14, in eager mode
+    eager_keys = list(torch.load(run_dir / f"checkpoint_{EVERY:08d}" / "state.pt", map_location="cpu",
+                                 weights_only=False)["model"])
+    monkeypatch.delenv("SSLAB_FAIL_AT_STEP")
+    result = sslab.pretrain(steps("train.compile=true"))
+    assert result.summary["steps"] == 20
+    compiled = losses(run_dir)
+    assert [compiled[s] for s in range(1, EVERY + 1)] == [eager[s] for s in range(1, EVERY + 1)]
+    rerun = range(EVERY + 1, CRASH)  # the steps both attempts ran: the first compiled ones
+    assert all(compiled[s] == pytest.approx(eager[s], rel=0.01) for s in rerun)
+    assert any(compiled[s] != eager[s] for s in rerun)  # Inductor's kernels ran, not the eager model
+    state = torch.load(result.summary["checkpoint"] + "/state.pt", map_location="cpu", weights_only=False)["model"]
+    assert list(state) == eager_keys  # no _orig_mod. prefix: export and init_from read it as before
