@@ -85,3 +85,12 @@ def test_cpu_shares_sees_a_busy_core(monkeypatch):
     assert shares["workers"] == 0  # no Ray Train worker here
     assert shares["other"] > 0.8  # the spinner's core
     assert shares["other"] + shares["idle"] == pytest.approx(os.cpu_count(), abs=0.3)  # each core busy or idle
+
+
+def test_gpu_script_takes_compile_and_without_a_gpu_says_full_size_needs_one():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the full size would run")
+    done = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--size", "full", "--compile"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "--size full needs a CUDA GPU" in done.stderr, done.stderr
