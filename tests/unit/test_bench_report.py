@@ -1,4 +1,5 @@
-"""benchmarks/run.py turns the scripts' JSON into RESULTS.md: each figure's median beside its goal."""
+"""The benchmarks' own parts: run.py turns the scripts' JSON into RESULTS.md (each figure's median
+beside its goal), training.py's CPU-share sampler, and gpu.py's options."""
 from __future__ import annotations
 
 import importlib.util
@@ -82,7 +83,7 @@ def test_cpu_shares_sees_a_busy_core(monkeypatch):
     finally:
         spinner.kill()
     shares = cpu.shares(0, float("inf"))
-    assert shares["workers"] == 0  # no Ray Train worker here
+    assert shares["workers"] < 0.05  # only Ray Train workers count there: none is training
     assert shares["other"] > 0.8  # the spinner's core
     assert shares["other"] + shares["idle"] == pytest.approx(os.cpu_count(), abs=0.3)  # each core busy or idle
 
