@@ -34,7 +34,7 @@ test: install
 test-cluster: install
 	$(PY) -m pytest -q -m cluster
 
-# Every benchmark script at its smallest size, so none can rot (about 10 minutes). CI runs it.
+# Every benchmark script at its smallest size, so none can rot (about 5 minutes). CI runs it.
 test-bench: install
 	$(PY) -m pytest -q -m bench
 
