@@ -20,6 +20,7 @@ over the same steps.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -214,10 +215,12 @@ def main() -> None:
     import ray
 
     import sslab
+    from sslab import capacity
 
-    # Two one-CPU workers and a CPU for Ray Data, as `sslab pretrain` would size a local Ray for them
+    # Two one-CPU workers and Ray Data's CPUs, as `sslab pretrain` sizes a local Ray for them
     # (with its dashboard, as a user's run has: Ray Train's placement-group cleaner queries it).
-    ray.init(address="local", num_cpus=3, logging_level="WARNING")
+    ray.init(address="local", num_cpus=math.ceil(capacity.run_cpus(workers=2, cpus_per_worker=1)),
+             logging_level="WARNING")
     result = Result(__file__, "Training: loop overhead against bare PyTorch; data-parallel scaling", args.size,
                     args.reps, params={**size, "objective": "mlm", "threads_per_worker": 1, "log_every": LOG_EVERY})
     with scratch("train") as tmp, Timer() as wall:

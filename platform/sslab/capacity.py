@@ -25,6 +25,11 @@ import ray
 SPARE_CPUS = 1.0  # what Ray Data needs beside the training workers
 
 
+def run_cpus(workers: int, cpus_per_worker: float) -> float:
+    """CPUs one run needs: its training workers' and Ray Data's beside them."""
+    return workers * cpus_per_worker + SPARE_CPUS
+
+
 @dataclass(frozen=True)
 class NodeKind:
     """Nodes of one shape: the resources each has, and how many there can be (``math.inf``: no limit)."""

@@ -144,7 +144,7 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float)
                     "resources while two run here ('Found multiple active Ray instances'), so a search may "
                     "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
-    needed = math.ceil(workers * cpus_per_worker + capacity.SPARE_CPUS)
+    needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
 
 

@@ -32,7 +32,6 @@ from sslab.objectives import adopt, plugins
 from sslab.search_spec import DownstreamSpec, SearchSpec, load_spec
 
 log = logging.getLogger("sslab")
-DATA_CPUS = capacity.SPARE_CPUS  # CPUs each trial leaves to Ray Data for tokenising and masking
 TRIAL_MEMORY = 2**20  # bytes of logical memory a Tune trial reserves: it only drives its run
 
 
@@ -141,7 +140,7 @@ def concurrency(spec: SearchSpec) -> int:
     The Tune trial itself reserves nothing (it only drives its Train run), so Tune cannot see
     this limit; without it every trial would start and most would wait for workers."""
     res, r = ray.cluster_resources(), spec.resources
-    per_trial = r.workers * r.cpus_per_worker + DATA_CPUS
+    per_trial = capacity.run_cpus(r.workers, r.cpus_per_worker)
     fits = int(res.get("CPU", 0) // per_trial)
     gpus = r.gpus_per_worker if r.gpus_per_worker is not None else (1.0 if res.get("GPU", 0) > 0 else 0.0)
     bundle = {"CPU": r.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
@@ -150,14 +149,15 @@ def concurrency(spec: SearchSpec) -> int:
         log.info("the Ray cluster autoscales: trials wait for nodes with room for %d workers of %s",
                  r.workers, capacity.describe(bundle))
         return max(1, min(fits, spec.max_concurrent_trials or fits))
-    reason = capacity.shortfall(bundle, r.workers, kinds, spare_cpus=DATA_CPUS)
+    reason = capacity.shortfall(bundle, r.workers, kinds)
     if reason:
         raise RunError(f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}"
                        + (f" x resources.gpus_per_worker={gpus:g}" if gpus else "") + f" cannot fit on the Ray cluster: {reason}")
     if gpus > 0:
         fits = min(fits, int(res.get("GPU", 0) // (r.workers * gpus)))
     if fits < 1:
-        raise RunError(f"a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPUs (+{DATA_CPUS:g} for Ray Data)"
+        raise RunError(f"a trial needs {r.workers} workers x {r.cpus_per_worker:g} CPUs "
+                       f"(+{capacity.SPARE_CPUS:g} for Ray Data)"
                        + (f" and {r.workers * gpus:g} GPUs" if gpus else "")
                        + f" but the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs; "
                          "lower resources.workers or resources.cpus_per_worker")
