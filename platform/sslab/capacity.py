@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import ray
@@ -28,6 +29,27 @@ SPARE_CPUS = 1.0  # what Ray Data needs beside the training workers
 def run_cpus(workers: int, cpus_per_worker: float) -> float:
     """CPUs one run needs: its training workers' and Ray Data's beside them."""
     return workers * cpus_per_worker + SPARE_CPUS
+
+
+def machine_cpus() -> int:
+    """The CPUs a Ray started on this machine would count: its cores, or fewer where a container's
+    CPU quota or cpuset limits this process (Ray's own rule, ``ray._private.utils.get_num_cpus``)."""
+    try:
+        from ray._private.utils import get_num_cpus  # private: without it, count the cores
+
+        return max(1, int(get_num_cpus(override_docker_cpu_warning=True)))
+    except Exception:
+        return os.cpu_count() or 1
+
+
+def machine_shortfall(workers: int, cpus_per_worker: float) -> str | None:
+    """Why ``workers`` training workers of ``cpus_per_worker`` CPUs cannot run on this machine
+    alone, or None if they can. Ray Data's CPU may be the one more logical CPU the local Ray
+    starts with: it corrupts batches while the workers wait on I/O and reports."""
+    needed, cores = workers * cpus_per_worker, machine_cpus()
+    if needed <= cores + 1e-9:
+        return None
+    return f"needs {needed:g} CPUs but this machine has {cores}"
 
 
 @dataclass(frozen=True)
