@@ -81,6 +81,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 # ---------------------------------------------------------------- segments
 
 
+def encoder_decoder_tokens(batch: dict[str, torch.Tensor]) -> float:
+    """:meth:`Objective.model_tokens` of an encoder-decoder: the encoder reads the inputs and the
+    decoder the targets, and each holds about half the parameters."""
+    return (batch["input_ids"].numel() + batch["labels"].numel()) / 2
+
+
 def frame(vocab: Vocab, seq_len: int, *segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """``[CLS] s1 [SEP] s2 [SEP] …`` as (rows, seq_len) int64 ids, right-padded with the pad id.
 
@@ -161,6 +167,11 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """The fixed-protocol metrics from the summed statistics."""
+
+    def model_tokens(self, batch: dict[str, torch.Tensor]) -> float:
+        """Token positions the model reads for one training batch, the count its FLOPs scale
+        with (MFU): ``input_ids`` once, by default."""
+        return batch["input_ids"].numel()
 
     def encoder(self, model: torch.nn.Module) -> torch.nn.Module | None:
         """The encoder whose mean-pooled states the linear probe reads (None: no probe)."""

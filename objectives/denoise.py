@@ -20,7 +20,7 @@ from transformers import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGe
 from sslab import models
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.base import Batch, Objective, RowRandom, encoder_decoder_tokens, register
 from sslab.objectives.mlm import token_sums, unigram_baseline
 
 IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
@@ -220,6 +220,9 @@ class Denoise(Objective):
         if model_cfg.init_from:
             return models.from_pretrained(AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
         return BartForConditionalGeneration(bart_config(model_cfg, self.vocab))
+
+    def model_tokens(self, batch):
+        return encoder_decoder_tokens(batch)
 
     def loss(self, model, batch):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])

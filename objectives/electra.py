@@ -120,7 +120,7 @@ class ElectraPair(torch.nn.Module):
         generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
         self.generator, self.discriminator = generator, discriminator
         self.disc_weight, self.temperature = disc_weight, temperature
-        self.config = discriminator.config  # what FLOP accounting reads (sizes of the discriminator)
+        self.config = discriminator.config  # its pad id scores the discriminator
 
     def generator_logits(self, input_ids: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
         """The generator's vocabulary logits at the ``selected`` positions only (rows, vocab):

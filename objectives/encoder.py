@@ -161,6 +161,9 @@ class EncoderObjective(Objective):
         encoded = model(batch, keys_of([self], training=True))
         return self.part_loss(unwrap(model), outputs_for(self, encoded, training=True), batch)
 
+    def model_tokens(self, batch):
+        return sum(batch[k].numel() for k in keys_of([self], training=True))  # SimCSE's view: twice
+
     def eval_sums(self, model, batch):
         encoded = model(batch, keys_of([self], training=False))
         return self.part_sums(unwrap(model), outputs_for(self, encoded, training=False), batch)

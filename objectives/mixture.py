@@ -126,6 +126,9 @@ class Mixture(Objective):
             logs.update(part_logs)
         return total, logs
 
+    def model_tokens(self, batch):
+        return sum(batch[k].numel() for k in keys_of(self.members, training=True))
+
     def eval_sums(self, model, batch):
         encoded = model(batch, keys_of(self.members, training=False))
         net = unwrap(model)

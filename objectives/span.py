@@ -19,7 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGenera
 from sslab import models
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.base import Batch, Objective, RowRandom, encoder_decoder_tokens, register
 from sslab.objectives.mlm import token_sums
 
 NUM_SENTINELS = 100  # T5's count; fixed so the vocabulary does not depend on searched knobs
@@ -181,6 +181,9 @@ class Span(Objective):
         if model_cfg.init_from:
             return models.from_pretrained(AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
         return T5ForConditionalGeneration(t5_config(model_cfg, self.vocab))
+
+    def model_tokens(self, batch):
+        return encoder_decoder_tokens(batch)
 
     def loss(self, model, batch):
         out = model(input_ids=batch["input_ids"], labels=batch["labels"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from sklearn.linear_model import LogisticRegression
@@ -22,11 +21,10 @@ PROBE_BATCH = 64
 
 
 @torch.no_grad()
-def evaluate(model, objective, val_shard, probe: dict | None, cfg) -> dict[str, float]:
-    """The objective's fixed-protocol metrics, plus ``probe_acc`` when a probe set is given."""
+def evaluate(model, objective, val_shard, probe: dict | None, cfg, device: torch.device) -> dict[str, float]:
+    """The objective's fixed-protocol metrics on ``device``, plus ``probe_acc`` when a probe set is given."""
     net = unwrap(model)
     net.eval()
-    device = ray.train.torch.get_device()
     sums: dict[str, torch.Tensor] = {}
     for batch in val_shard.iter_torch_batches(batch_size=cfg.train.batch_size, device=device):
         for k, v in objective.eval_sums(net, batch).items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BertConfig, ModernBertConfig, PretrainedConfig, RobertaConfig
+from transformers import AutoConfig, BertConfig, ModernBertConfig, PretrainedConfig, PreTrainedModel, RobertaConfig
 
 from sslab.config import ModelConfig
 from sslab.errors import ConfigError
@@ -56,11 +56,32 @@ def from_pretrained(auto_cls, cfg: ModelConfig, vocab_size: int) -> torch.nn.Mod
 
 
 def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token: 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B)."""
-    cfg = model.config
+    """Training FLOPs per token: 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    N counts every parameter once (shared ones too); the attention term is summed over every
+    Hugging Face transformer the module holds, whatever wraps it (an encoder with heads,
+    ELECTRA's generator and discriminator, BART's and T5's encoder and decoder)."""
     n = sum(p.numel() for p in model.parameters())
-    layers, hidden = cfg.num_hidden_layers, cfg.hidden_size
-    return 6 * n + 12 * layers * hidden * seq_len  # H·Q = hidden
+    return 6 * n + 12 * seq_len * sum(attention_width(m.config) for m in transformers_in(model))
+
+
+def transformers_in(model: torch.nn.Module) -> list[PreTrainedModel]:
+    """The outermost Hugging Face models inside ``model`` (a head model, not also its base model)."""
+    if isinstance(model, PreTrainedModel):
+        return [model]
+    return [m for child in model.children() for m in transformers_in(child)]
+
+
+def attention_width(cfg: PretrainedConfig) -> int:
+    """Σ over attention layers of heads × head dim (L·H·Q). A decoder layer of an encoder-decoder
+    attends twice, to itself and to the encoder, over about as many positions each."""
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "d_kv", None) or getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    if not cfg.is_encoder_decoder:
+        return cfg.num_hidden_layers * heads * head_dim
+    encoder = getattr(cfg, "encoder_layers", None) or cfg.num_layers
+    decoder = getattr(cfg, "decoder_layers", None) or getattr(cfg, "num_decoder_layers", None) or encoder
+    return (encoder + 2 * decoder) * heads * head_dim
 
 
 def peak_flops(device: torch.device) -> float | None:

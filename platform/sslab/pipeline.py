@@ -212,8 +212,8 @@ class TorchBatch(NumpyBatchCollateFn):
         return {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
 
 
-def torch_batches(shard, batch_size: int, prefetch: int, device: torch.device):
-    """A worker's batches as tensors on ``device``: collated and, for a GPU, pinned in Ray Data's
-    prefetch threads, then copied without blocking the step."""
+def torch_batches(shard, batch_size: int, prefetch: int, device: torch.device, pin_memory: bool = False):
+    """A worker's batches as tensors on ``device``, collated in Ray Data's prefetch threads; with
+    ``pin_memory`` (a GPU's) pinned there too, so the copy to the GPU does not block the step."""
     return shard.iter_torch_batches(batch_size=batch_size, drop_last=True, prefetch_batches=prefetch, device=device,
-                                    collate_fn=TorchBatch(), pin_memory=device.type == "cuda")
+                                    collate_fn=TorchBatch(), pin_memory=pin_memory)

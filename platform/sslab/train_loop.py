@@ -20,7 +20,8 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sslab import checkpoint, config as config_mod, models, pipeline
+from sslab import accelerator, checkpoint, config as config_mod, models, pipeline
+from sslab.accelerator import Accelerator
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
 from sslab.objectives import adopt, get as get_objective
@@ -39,12 +40,13 @@ class Counters:
     nonfinite_run: int = 0
 
 
-def build_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norms (BERT's recipe), fused kernels on GPU."""
+def build_optimizer(model: torch.nn.Module, cfg, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms (BERT's recipe); ``fused``: one kernel for all
+    parameters (the GPU recipe: on a GPU it saves a launch per tensor)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 
 def lr_factor(step: int, cfg) -> float:
@@ -63,10 +65,10 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(splitmix64(splitmix64(splitmix64(seed) ^ rank) ^ step) >> 1)
 
 
-def micro_batches(shard, cfg, skip: int):
+def micro_batches(shard, cfg, skip: int, acc: Accelerator):
     """Torch batches from this worker's shard, skipping those consumed before a resume."""
-    batches = pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches,
-                                     ray.train.torch.get_device())
+    batches = pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches, acc.device,
+                                     pin_memory=acc.pin_memory)
     return itertools.islice(batches, skip, None)
 
 
@@ -76,6 +78,8 @@ class StepResult:
     grad_norm: float
     tokens: int
     """Tokens this worker trained on."""
+    model_tokens: float
+    """Token positions its model read for them (:meth:`Objective.model_tokens`; SimCSE reads each twice)."""
     logs: dict[str, float]
     """The objective's own logged values (each part of a mixture, ELECTRA's generator and
     discriminator), averaged over the micro-batches."""
@@ -85,7 +89,7 @@ class StepResult:
 
 def train_step(model, objective, optimizer, batches, cfg, amp) -> StepResult:
     """One optimizer step over ``grad_accum`` micro-batches."""
-    accum, loss_sum, tokens, logs, waited = cfg.train.grad_accum, 0.0, 0, {}, 0.0
+    accum, loss_sum, tokens, model_tokens, logs, waited = cfg.train.grad_accum, 0.0, 0, 0.0, {}, 0.0
     for i in range(accum):
         start = time.perf_counter()
         try:
@@ -102,10 +106,11 @@ def train_step(model, objective, optimizer, batches, cfg, amp) -> StepResult:
         for k, v in parts.items():
             logs[k] = logs.get(k, 0.0) + v.detach().float()
         tokens += batch["input_ids"].numel()
+        model_tokens += objective.model_tokens(batch)
     clip = cfg.train.grad_clip or float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    return StepResult(float(loss_sum) / accum, float(grad_norm), tokens, {k: float(v) / accum for k, v in logs.items()},
-                      waited)
+    return StepResult(float(loss_sum) / accum, float(grad_norm), tokens, model_tokens,
+                      {k: float(v) / accum for k, v in logs.items()}, waited)
 
 
 def quiet_ray_train_reports() -> None:
@@ -132,8 +137,8 @@ class Worker:
     tracker: Tracker
     val_shard: object
     world: int
-    flops_per_token: float | None
-    peak_flops: float | None
+    accelerator: Accelerator
+    flops_per_token: float
 
 
 def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
@@ -141,8 +146,8 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     adopt(loop_cfg.get("plugins", ()))  # objectives registered by the driver's script
     cfg = config_mod.build(loop_cfg["config"])
     ctx = ray.train.get_context()
-    device = ray.train.torch.get_device()
-    if device.type == "cpu":
+    acc = accelerator.of_worker(cfg.scaling)
+    if acc.device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     objective = get_objective(cfg.objective.name)(cfg.objective, loop_cfg["vocab"])
     torch.manual_seed(cfg.train.seed)  # identical init everywhere; DDP also broadcasts rank 0's
@@ -150,19 +155,20 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
     if cfg.train.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints and export are unchanged
     # Gradients as views into DDP's all-reduce buckets: no copy in or out of them each step.
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"gradient_as_bucket_view": True})
-    optimizer = build_optimizer(model, cfg.train, device)
+    model = ray.train.torch.prepare_model(model, move_to_device=acc.device,
+                                          parallel_strategy_kwargs={"gradient_as_bucket_view": True})
+    optimizer = build_optimizer(model, cfg.train, fused=acc.gpu_recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
     restored = restore(loop_cfg, unwrap(model), optimizer, scheduler, cfg.train)
+    for group in optimizer.param_groups:  # a restored group carries the recipe of the device that saved it
+        group["fused"] = acc.gpu_recipe
     counters = Counters(**restored) if restored else Counters()
-    peak = models.peak_flops(device)
     quiet = cfg.run.quiet or ctx.get_world_rank() != 0
     worker = Worker(cfg, loop_cfg, objective, model, optimizer, scheduler, counters,
                     Progress(cfg.train.max_steps, counters.step, quiet=quiet),
                     Tracker(cfg, loop_cfg["run_dir"], counters.step, ctx.get_world_rank()),
                     ray.train.get_dataset_shard("val"),
-                    ctx.get_world_size(), models.flops_per_token(unwrap(model), cfg.train.seq_len) if peak else None,
-                    peak)
+                    ctx.get_world_size(), acc, models.flops_per_token(unwrap(model), cfg.train.seq_len))
     return worker, restored
 
 
@@ -186,9 +192,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     w, restored = setup(loop_cfg)
     cfg, counters = w.cfg, w.counters
     rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, skip=counters.step * cfg.train.grad_accum)
+    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, counters.step * cfg.train.grad_accum,
+                            w.accelerator)
     fail_at = None if restored else loop_cfg.get("fail_at_step")
     if restored:  # fault injection strikes a fresh attempt only
         loop_cfg["kill_during_checkpoint"] = None
@@ -198,12 +203,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             if counters.step == fail_at:
                 raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
             torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
-            done = train_step(w.model, w.objective, w.optimizer, batches, cfg, amp)
+            done = train_step(w.model, w.objective, w.optimizer, batches, cfg, w.accelerator.autocast())
             apply_or_skip(w.optimizer, w.scheduler, counters, done.loss, done.grad_norm, cfg)
             counters.step += 1
             counters.tokens += done.tokens * w.world
             w.progress.tick(done.tokens * w.world, done.waited_s)
-            maybe_report(w, {**step_metrics(w, done.loss, done.grad_norm), **done.logs})
+            maybe_report(w, {**step_metrics(w, done), **done.logs})
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
@@ -221,15 +226,22 @@ def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_no
     scheduler.step()
 
 
-def step_metrics(w: Worker, loss: float, grad_norm: float) -> dict:
+def step_metrics(w: Worker, done: StepResult) -> dict:
     c = w.counters
-    metrics = {"step": c.step, "wall_time": time.time(), "loss": loss, "lr": w.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+    metrics = {"step": c.step, "wall_time": time.time(), "loss": done.loss, "lr": w.scheduler.get_last_lr()[0],
+               "grad_norm": done.grad_norm,
                "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s, "data_wait": w.progress.data_wait,
                "epoch": c.step * w.loop_cfg["blocks_per_step"] / w.loop_cfg["train_blocks"],
                "nonfinite_steps": c.nonfinite_total}
-    if w.peak_flops:
-        metrics["mfu"] = w.progress.tokens_per_s * w.flops_per_token / (w.peak_flops * w.world)
+    if w.accelerator.peak_flops:
+        flops_per_token = w.flops_per_token * done.model_tokens / done.tokens  # per token trained
+        metrics["mfu"] = mfu(w.progress.tokens_per_s, flops_per_token, w.accelerator.peak_flops, w.world)
     return metrics
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float, world: int) -> float:
+    """Model FLOPs utilisation: the model FLOP/s all ``world`` workers achieve over their peak."""
+    return tokens_per_s * flops_per_token / (peak_flops * world)
 
 
 def append_history(run_dir: str, metrics: dict) -> None:
@@ -246,7 +258,7 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     if not (do_eval or do_ckpt or step % t.log_every == 0):
         return
     if do_eval:
-        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.loop_cfg.get("probe"), w.cfg))
+        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.loop_cfg.get("probe"), w.cfg, w.accelerator.device))
         w.model.train()
     w.progress.line(metrics)
     rank0 = ray.train.get_context().get_world_rank() == 0
@@ -257,6 +269,7 @@ def maybe_report(w: Worker, metrics: dict) -> None:
         # Logging alone skips Ray: a report is a barrier, and Train V2's controller drains each
         # worker's one-slot result queue every 2 s, so frequent reports would stall the step.
         return
+    metrics = {**metrics, "device": w.accelerator.name}  # for the summary; the trackers take numbers only
     if do_ckpt and rank0:
         name = f"checkpoint_{step:08d}"
         die = Path(w.loop_cfg["run_dir"]) / name if step == w.loop_cfg.get("kill_during_checkpoint") else None

@@ -94,7 +94,7 @@ class Setup:
     def train_model(self, model: torch.nn.Module, steps: int) -> list[float]:
         """``steps`` optimizer steps on freshly corrupted batches; returns the losses."""
         cfg = self.cfg
-        optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+        optimizer = build_optimizer(model, cfg.train)
         train_cfg = dataclasses.replace(cfg.train, max_steps=steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train_cfg))
         counters, losses, size = Counters(), [], cfg.train.batch_size

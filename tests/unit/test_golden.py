@@ -38,7 +38,7 @@ def curve(steps: int = 12) -> list[float]:
     objective = get("mlm")(cfg.objective, vocab)
     torch.manual_seed(cfg.train.seed)
     model = objective.build_model(cfg.model)
-    optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
     losses, counters = [], Counters()
     for step in range(steps):

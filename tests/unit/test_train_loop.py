@@ -43,7 +43,7 @@ def batch(vocab, rows: int, seed: int, masked_per_row: int = 6) -> dict[str, tor
 def grads_after(cfg, objective, batches) -> list[torch.Tensor]:
     torch.manual_seed(0)
     model = objective.build_model(cfg.model)
-    optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg.train)
     train_step(model, objective, optimizer, iter(batches), cfg, contextlib.nullcontext())
     return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
@@ -61,7 +61,7 @@ def test_the_step_clips_the_global_gradient_norm_and_reports_the_norm_before_cli
     cfg, obj = mlm(vocab, "train.grad_clip=0.01")
     torch.manual_seed(0)
     model = obj.build_model(cfg.model)
-    optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg.train)
     done = train_step(model, obj, optimizer, iter([batch(vocab, 4, seed=2)]), cfg, contextlib.nullcontext())
     loss, norm, tokens = done.loss, done.grad_norm, done.tokens
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
@@ -73,7 +73,7 @@ def test_data_running_out_before_max_steps_is_an_error(vocab):
     cfg, obj = mlm(vocab, "train.grad_accum=2")
     model = obj.build_model(cfg.model)
     with pytest.raises(RunError, match="ran out"):
-        train_step(model, obj, build_optimizer(model, cfg.train, torch.device("cpu")),
+        train_step(model, obj, build_optimizer(model, cfg.train),
                    iter([batch(vocab, 2, seed=3)]), cfg, contextlib.nullcontext())
 
 
@@ -135,7 +135,7 @@ def trained_state(cfg, objective, vocab, steps: int):
     """Model, optimizer and schedule after ``steps`` optimizer steps, as a checkpoint holds them."""
     torch.manual_seed(0)
     model = objective.build_model(cfg.model)
-    optimizer = build_optimizer(model, cfg.train, torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
     for i in range(steps):
         train_step(model, objective, optimizer, iter([batch(vocab, 4, seed=i)]), cfg, contextlib.nullcontext())
