@@ -1,4 +1,7 @@
 """Tokenizers: training, the run's saved copy, loading from a directory, and the Vocab facts."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
@@ -64,18 +67,42 @@ def test_wordpiece_lowercases(wordpiece, texts):
     assert wordpiece(texts[0].upper())["input_ids"] == wordpiece(texts[0])["input_ids"]
 
 
-@pytest.mark.parametrize("kind", [
-    "bpe",
-    pytest.param("wordpiece", marks=pytest.mark.xfail(
-        reason="BUG: tokenizer.py train_tokenizer: HF WordPieceTrainer is not deterministic "
-               "(huggingface/tokenizers#1794), so the same corpus and seed give other token ids", strict=True)),
-])
-def test_the_same_texts_train_the_same_tokenizer(texts, kind):
-    """A rerun of the same config must see the same token ids (reproducible runs, golden curves)."""
+# Trains both kinds on the ``texts`` fixture's corpus and saves them under argv[1]/<kind>.
+TRAIN_AND_SAVE = """
+import sys
+from sslab import synthetic, tokenizer
+from sslab.config import SyntheticConfig, TokenizerConfig
+texts = list(synthetic.generate(SyntheticConfig(seed=2), 0, 300)["text"])
+for kind in ("wordpiece", "bpe"):
+    tok = tokenizer.train_tokenizer(TokenizerConfig(kind=kind, vocab_size=400), iter(texts), 128)
+    tok.save_pretrained(f"{sys.argv[1]}/{kind}")
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_elsewhere(tmp_path_factory):
+    """Two fresh processes, each training both kinds (its own hash seeds, its own threads)."""
+    dirs = [tmp_path_factory.mktemp("process") for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_SAVE, str(d)], cwd=d, stderr=subprocess.PIPE, text=True)
+             for d in dirs]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return dirs
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_the_same_texts_train_the_same_tokenizer(texts, kind, trained_elsewhere, tmp_path):
+    """A rerun of the same config must see the same token ids (reproducible runs, golden curves):
+    the same texts give a byte-identical tokenizer.json here, again here, and in other processes."""
     cfg = TokenizerConfig(kind=kind, vocab_size=400)
-    runs = [tokenizer.train_tokenizer(cfg, iter(texts), MAX_LEN) for _ in range(5)]
-    assert all(tok.get_vocab() == runs[0].get_vocab() for tok in runs[1:])
-    assert all(ids_of(tok, texts[:20]) == ids_of(runs[0], texts[:20]) for tok in runs[1:])
+    for i in range(3):
+        tokenizer.train_tokenizer(cfg, iter(texts), MAX_LEN).save_pretrained(str(tmp_path / str(i)))
+    saved = [tmp_path / str(i) / "tokenizer.json" for i in range(3)]
+    saved += [d / kind / "tokenizer.json" for d in trained_elsewhere]
+    first = saved[0].read_bytes()
+    assert all(path.read_bytes() == first for path in saved[1:]), saved
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "0"), local_files_only=True)
+    assert len(tok.all_special_tokens) == 5  # the pieces fixed as special tokens in training are not special
 
 
 # ---------------------------------------------------------------- the run's copy
