@@ -22,8 +22,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
-    """A WordPiece tokenizer of the synthetic corpus, shared so that runs compare token for token
-    (tokenizers' WordPiece trainer is not deterministic: huggingface/tokenizers#1794)."""
+    """A WordPiece tokenizer of the synthetic corpus, trained once and shared to save each run the
+    training (which is deterministic: sslab.tokenizer works around huggingface/tokenizers#1794)."""
     path = tmp_path_factory.mktemp("tokenizer")
     docs = synthetic.generate(SyntheticConfig(num_docs=2000), 0, 2000)["text"]
     tokenizer.train_tokenizer(TokenizerConfig(vocab_size=2000), docs, 512).save_pretrained(str(path))
