@@ -131,6 +131,65 @@ def test_random_replacements_are_never_special_and_cover_the_vocabulary(vocab, b
     assert counts.max() < expected + 6 * np.sqrt(expected)
 
 
+def random_replacements(vocab, blocks, epochs: int) -> dict[str, np.ndarray]:
+    """Every random replacement of MLM at its defaults (15 %, 80/10/10) over ``epochs`` epochs of the
+    blocks: its epoch, row, column, the original id and the drawn id. (A draw equal to the original
+    looks kept and is left out: 1 in ~995.)"""
+    objective, ids = mlm(vocab), blocks["input_ids"]
+    found = []
+    for epoch in range(epochs):
+        out = transformed(objective, blocks, seed=0, epoch=epoch)
+        selected = out["labels"] != IGNORE
+        drawn = selected & (out["input_ids"] != vocab.mask_id) & (out["input_ids"] != ids)
+        rows, cols = np.nonzero(drawn)
+        found.append((np.full(len(rows), epoch), rows, cols, ids[rows, cols], out["input_ids"][rows, cols]))
+    return dict(zip(["epoch", "row", "col", "original", "drawn"], map(np.concatenate, zip(*found))))
+
+
+def assert_independent(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """Two binnings of the same draws are independent (chi-squared test of their contingency table)."""
+    from scipy.stats import chi2_contingency
+
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    p = chi2_contingency(table).pvalue
+    assert p > 1e-6, f"{what}: p = {p:.2g}"
+
+
+def test_random_replacements_at_the_defaults_are_uniform_over_the_normal_vocabulary_and_independent(
+        vocab, blocks):
+    """At 80/10/10 a selected token turns into a random one 1 time in 10, drawn from every non-special
+    id alike, and from a stream of its own: not the mask's or the 80/10/10 draw's (whose values at
+    these positions are confined to a narrow range), not shared by rows, epochs or positions."""
+    r = random_replacements(vocab, blocks, epochs=40)
+    normal = vocab.normal_ids
+    drawn = r["drawn"]
+    assert not np.isin(drawn, vocab.special_ids).any()
+    counts = np.bincount(drawn, minlength=vocab.size)[normal]
+    expected = len(drawn) / len(normal)
+    assert expected > 50  # so that an id never drawn means it cannot be drawn
+    assert (counts > 0).all(), f"never drawn: {normal[counts == 0][:20]} … ({(counts == 0).sum()} ids)"
+    from scipy.stats import chisquare
+    assert chisquare(counts).pvalue > 1e-6, "not uniform over the normal ids"
+    # Independent of where it lands and of what it replaces (binned: ~10 draws a cell at least).
+    index = np.searchsorted(normal, drawn)
+    bins = lambda x, n: (x * n // (x.max() + 1)).astype(int)
+    assert_independent(bins(r["col"], 8), bins(index, 16), "drawn id against position")
+    assert_independent(bins(np.searchsorted(normal, r["original"]), 8), bins(index, 16), "drawn id against original")
+    # Not shared: two rows replaced at the same position (same epoch), or one position replaced in
+    # two epochs, draw the same id only as often as chance does.
+    order = np.lexsort((r["row"], r["col"], r["epoch"]))
+    e, c, d = r["epoch"][order], r["col"][order], drawn[order]
+    same_place = (e[1:] == e[:-1]) & (c[1:] == c[:-1])
+    assert same_place.sum() > 10_000
+    assert_share((d[1:] == d[:-1])[same_place].sum(), same_place.sum(), 1 / len(normal), "same id in two rows")
+    order = np.lexsort((r["epoch"], r["col"], r["row"]))
+    row, c, d = r["row"][order], r["col"][order], drawn[order]
+    same_token = (row[1:] == row[:-1]) & (c[1:] == c[:-1])
+    assert same_token.sum() > 300
+    assert_share((d[1:] == d[:-1])[same_token].sum(), same_token.sum(), 1 / len(normal), "same id in two epochs")
+
+
 # ---------------------------------------------------------------- whole words
 
 
