@@ -78,7 +78,7 @@ def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padd
         heads = make_heads(lm.config.hidden_size)
         heads_file = Path(model_cfg.init_from) / HEADS_FILE
         if heads and heads_file.is_file():  # continued pretraining keeps the heads it had
-            saved = torch.load(heads_file, map_location="cpu")
+            saved = torch.load(heads_file, map_location="cpu", weights_only=True)
             for name, head in heads.items():
                 if name in saved:
                     head.load_state_dict(saved[name])

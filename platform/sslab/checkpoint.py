@@ -6,12 +6,16 @@ batches the saved steps consumed. Together that makes a resumed run retrace an u
 Ray writes each checkpoint to a fresh directory and registers it (in the run's
 ``checkpoint_manager_snapshot.json``) only once it is complete, so a crash mid-write leaves the
 previous checkpoint as the latest: a resume, an export or :func:`latest` never pick a partial one.
+A checkpoint holds only tensors, numbers, strings and their containers, and is read weights-only:
+a ``state.pt`` holding any other object (unpickling it could run code) is refused.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import pickle
+import re
 import signal
 import tempfile
 import threading
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import torch
 from ray.train import Checkpoint
+
+from sslab.errors import RunError
 
 STATE_FILE = "state.pt"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
@@ -40,8 +46,15 @@ def save(model, optimizer, scheduler, counters: dict, die_copying_to: Path | Non
 
 
 def read_state(ckpt_dir: str | Path, map_location="cpu") -> dict:
-    """The saved state of a checkpoint directory."""
-    return torch.load(Path(ckpt_dir) / STATE_FILE, map_location=map_location, weights_only=False)
+    """The saved state of a checkpoint directory, loaded weights-only (no object is unpickled)."""
+    path = Path(ckpt_dir) / STATE_FILE
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"a reference to {found.group(1)}" if found else "an object that is not a tensor, number or string"
+        raise RunError(f"{path} holds {what}, which no sslab checkpoint does: refused (checkpoints are "
+                       f"loaded weights-only, so that reading one cannot run code)") from None
 
 
 def restore(ckpt: Checkpoint | None, model, optimizer, scheduler) -> dict | None:
