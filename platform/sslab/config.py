@@ -8,6 +8,7 @@ so a bad config never claims a resource.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,16 @@ from typing import Any, Literal
 import yaml
 
 from sslab.errors import ConfigError
+
+log = logging.getLogger("sslab")
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Log a config warning once per process: a search builds its base config many times."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def check(ok: bool, name: str, value: Any, expected: str) -> None:
@@ -135,7 +146,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 30
-    """Linear warmup from 0 to ``lr``."""
+    """Linear warmup from 0 to ``lr``. One not below ``max_steps`` (``--max-steps 20`` with this
+    default) never reaches ``lr``: the config warns, naming both."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     """Decay after warmup, down to ``min_lr_ratio * lr`` at ``max_steps``."""
     min_lr_ratio: float = 0.0
@@ -171,10 +183,23 @@ class TrainConfig:
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
         check(all(0 <= b < 1 for b in self.betas), "train.betas", self.betas, "two numbers in [0, 1)")
         check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        if self.warmup_steps >= self.max_steps:
+            self._warn_warmup_too_long()
         check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
         check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
         check(self.prefetch_batches >= 0, "train.prefetch_batches", self.prefetch_batches, "an integer >= 0")
         check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+
+    def _warn_warmup_too_long(self) -> None:
+        """A run no longer than its warmup (a smoke run's ``--max-steps 20``) trains below ``lr`` and
+        never decays. Refusing it would break every quick run that lowers only ``max_steps``, and
+        changing the warmup would make a searched warmup a lie (every trial the same schedule
+        under different values): say so, and train what was asked."""
+        peak = self.max_steps / (self.warmup_steps + 1)  # lr_factor at the last step
+        warn(f"train.warmup_steps={self.warmup_steps} is not below train.max_steps={self.max_steps}: the learning "
+             f"rate warms up for the whole run, reaches {peak:.0%} of train.lr at its last step and never decays; "
+             f"set train.warmup_steps below train.max_steps (a tenth, the defaults' share: "
+             f"train.warmup_steps={self.max_steps // 10})")
 
 
 @dataclass(kw_only=True)

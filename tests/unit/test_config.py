@@ -1,5 +1,8 @@
 """The run config: defaults, YAML files, ``a.b=value`` overrides, and errors that name the key."""
 import dataclasses
+import logging
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +220,56 @@ def test_a_negative_seed_is_refused_by_the_config_or_usable_by_the_masks(key):
         return
     section, field = key.split(".")
     RowRandom(getattr(getattr(cfg, section), field), 0, np.arange(4)).uniform(8)
+
+
+# ---------------------------------------------------------------- warmup against the run's length
+
+
+@pytest.fixture
+def config_warnings(caplog, monkeypatch):
+    """The config's warnings (each is logged once per process: forget those already given)."""
+    monkeypatch.setattr(config, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="sslab")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "sslab"]
+
+
+@pytest.mark.parametrize("overrides, peak", [
+    (["train.max_steps=20"], "65%"),                                  # --max-steps 20 with the default 30
+    (["train.max_steps=30"], "97%"),                                  # as long as the run: no decay at all
+    (["train.max_steps=160", "train.warmup_steps=1000"], "16%"),      # a shipped space shrunk for a CPU
+])
+def test_a_warmup_not_below_max_steps_is_warned_about_naming_both_and_kept(config_warnings, overrides, peak):
+    cfg = config.load(overrides=overrides)
+    asked = int(config.parse_overrides(overrides)["train"].get("warmup_steps", 30))
+    assert cfg.train.warmup_steps == asked  # what was asked is what trains (and what a search recorded)
+    [message] = config_warnings()
+    assert message.startswith(f"train.warmup_steps={asked} is not below train.max_steps={cfg.train.max_steps}: ")
+    assert f"reaches {peak} of train.lr" in message
+    assert f"train.warmup_steps={cfg.train.max_steps // 10})" in message  # what to set instead
+
+
+def test_a_warmup_below_max_steps_gives_no_warning(config_warnings):
+    assert config.load(overrides=["train.max_steps=31"]).train.warmup_steps == 30
+    assert config.load(overrides=["train.max_steps=20", "train.warmup_steps=19"]).train.warmup_steps == 19
+    assert config.load(overrides=["train.max_steps=1", "train.warmup_steps=0"]).train.warmup_steps == 0
+    assert config_warnings() == []
+
+
+def test_a_warmup_is_warned_about_once_however_often_the_config_is_built(config_warnings):
+    for _ in range(3):  # a search builds its base config for every corner of its space and every trial
+        config.load(overrides=["train.max_steps=20"])
+    assert len(config_warnings()) == 1
+
+
+def test_the_shipped_spaces_as_written_and_the_demo_warm_up_within_their_runs(config_warnings):
+    from sslab.search_spec import load_spec, shipped_spaces
+
+    for path in shipped_spaces():
+        spec = load_spec(path.stem)
+        for d in spec.domains:  # clm_lr searches the warmup itself
+            for value in d.corners if d.field == "train.warmup_steps" else ():
+                spec.base_config({d.field: value})
+    make = (Path(__file__).parents[2] / "Makefile").read_text()
+    demo = re.search(r"DEMO_OVERRIDES := (.*?)\n\n", make, re.S).group(1).replace("\\\n", " ").split()
+    assert load_spec("mlm_masking", demo).base_config().train.warmup_steps == 15
+    assert config_warnings() == []
