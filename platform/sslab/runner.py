@@ -90,6 +90,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
+    check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker, asked(cfg.scaling))
     with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
         init_ray(cfg)
         check_resources(cfg)
@@ -117,10 +118,29 @@ def init_ray(cfg: Config) -> None:
     join_or_start_ray(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker)
 
 
+def starts_local_ray(address: str | None) -> bool:
+    """Whether :func:`join_or_start_ray` would start Ray on this machine: Ray is not up and
+    neither ``address`` (``run.ray_address``) nor ``RAY_ADDRESS`` names one to join."""
+    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_local_cpus(address: str | None, workers: int, cpus_per_worker: float, asked: str) -> None:
+    """Before Ray starts: when sslab would start Ray itself, refuse training workers that need
+    more CPUs than this machine has (``asked`` names their keys and values) rather than
+    oversubscribe its cores. A cluster to join is judged once joined (:func:`check_resources`)."""
+    if not starts_local_ray(address):
+        return
+    reason = capacity.machine_shortfall(workers, cpus_per_worker)
+    if reason:
+        raise RunError(f"{asked} {reason} (no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)")
+
+
 def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float) -> None:
     """Join the Ray at ``address`` (or ``RAY_ADDRESS``); without one, start a private Ray on this
-    machine with all its CPUs, and at least enough for ``workers`` training workers and the CPUs
-    Ray Data needs beside them to corrupt each epoch on the fly. Nothing when Ray is already up.
+    machine with all its CPUs (:func:`capacity.machine_cpus`), and one more logical CPU when
+    ``workers`` training workers fill them, for Ray Data to corrupt each epoch on the fly beside
+    them. Nothing when Ray is already up. Callers refuse more workers than the machine holds
+    first, before anything is written (:func:`check_local_cpus`).
 
     ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
     ``num_cpus`` for it."""
@@ -145,7 +165,7 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float)
                     "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=max(capacity.machine_cpus(), needed), logging_level=logging.WARNING)
 
 
 def use_gpu(cfg: Config) -> bool:
@@ -175,13 +195,18 @@ def check_resources(cfg: Config) -> None:
         return
     reason = capacity.shortfall(bundle, s.num_workers, kinds, strategy=strategy)
     if reason:
-        asked = f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g}"
+        what = asked(s)
         if gpu:
-            asked += (f" x scaling.gpus_per_worker={s.gpus_per_worker:g} "
-                      f"(scaling.use_gpu={'true' if s.use_gpu else 'unset: the cluster has GPUs'})")
+            what += (f" x scaling.gpus_per_worker={s.gpus_per_worker:g} "
+                     f"(scaling.use_gpu={'true' if s.use_gpu else 'unset: the cluster has GPUs'})")
         if strategy != "PACK":
-            asked += f" with scaling.placement_strategy={strategy}"
-        raise RunError(f"{asked} cannot fit on the Ray cluster: {reason}")
+            what += f" with scaling.placement_strategy={strategy}"
+        raise RunError(f"{what} cannot fit on the Ray cluster: {reason}")
+
+
+def asked(s) -> str:
+    """A run's request in its keys: ``scaling.num_workers=2 x scaling.cpus_per_worker=1``."""
+    return f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g}"
 
 
 def check_shared_storage(run_dir: Path) -> None:

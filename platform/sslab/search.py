@@ -62,6 +62,7 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     extra = [f"{k.replace('__', '.')}={v}" for k, v in fields.items()]
     spec = load_spec(spec, list(overrides or []) + extra)
     check_corpora(spec)
+    check_machine(spec)
     search_dir = prepare_dir(spec, out, resume)
     init_ray(spec)
     concurrent = concurrency(spec)
@@ -124,6 +125,15 @@ def check_corpora(spec: SearchSpec) -> None:
 def spec_dict(spec: SearchSpec) -> dict:
     out = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
     return config_mod._plain({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()})
+
+
+def check_machine(spec: SearchSpec) -> None:
+    """Without a cluster to join, a trial's workers must fit on this machine's CPUs (as a run's must)."""
+    from sslab.runner import check_local_cpus
+
+    r = spec.resources
+    check_local_cpus(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker,
+                     f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}")
 
 
 def init_ray(spec: SearchSpec) -> None:
