@@ -1,5 +1,7 @@
 """Reading a corpus into cleaned ``{text, label}`` rows with Ray Data.
 
+A corpus is a file, a folder or a glob, local, ``file://`` or in object storage (``s3://``,
+``gs://`` ...), listed on the driver through a pyarrow filesystem that Ray Data then reads with.
 :func:`check` runs on the driver before Ray starts, so a missing, empty, mixed, binary or
 unreadable corpus fails at once with a :class:`CorpusError`. ``read_documents`` builds the lazy
 dataset: files are read and split into documents inside Ray Data workers; a malformed file raises
@@ -7,14 +9,16 @@ a ``CorpusError`` there, which reaches the driver wrapped by Ray (``find_sslab_e
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import os
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from ray.exceptions import UserCodeException
 
 from sslab.config import CorpusConfig
@@ -35,40 +39,117 @@ SCHEMA = pa.schema([("text", pa.string()), ("label", pa.string())])
 # ---------------------------------------------------------------- finding files (driver, no Ray)
 
 
+@dataclass(frozen=True)
+class CorpusFiles:
+    """The files of a corpus and the filesystem Ray Data reads them with.
+
+    The driver builds ``filesystem`` once and Ray Data pickles it into every read task: an S3
+    endpoint, and S3 keys from the driver's environment, reach its workers by value, on a local
+    Ray and on a joined cluster alike."""
+
+    filesystem: pafs.FileSystem
+    paths: list[str]
+    """Paths on ``filesystem`` (``bucket/key`` in object storage)."""
+    sizes: list[int]
+    prefix: str = ""
+    """What makes a path the URI a user knows (``s3://``); empty for local files."""
+
+    @property
+    def uris(self) -> list[str]:
+        return [self.prefix + p for p in self.paths]
+
+
 def resolve_files(cfg: CorpusConfig) -> list[str]:
-    """The files ``cfg.source`` names: a file, a directory (recursive), a glob, or a URI.
+    """The files ``cfg.source`` names: a file, a directory or prefix (recursive), or a glob,
+    local, ``file://`` or in object storage (``s3://``, ``gs://`` ...); ``synthetic`` has none.
 
-    URIs (``s3://``, ``gs://`` ...) are returned as they are, unchecked; ``synthetic`` has none. Hidden files are skipped
-    in directories; with ``format: auto`` a directory contributes only files with a known
-    extension, unless none has one.
-    """
-    source = cfg.source
-    if source == "synthetic":
-        return []
-    if "://" in source:
-        return [source]
-    if any(c in source for c in "*?["):
-        matches = glob.glob(os.path.expanduser(source), recursive=True)
-        files = sorted({os.path.abspath(p) for p in matches if os.path.isfile(p)})
-        if not files:
-            raise CorpusError(f"corpus.source {source!r} matches no files")
-        return files
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [str(path.resolve())]
-    if path.is_dir():
-        files = _directory_files(path, cfg.format)
-        if not files:
-            raise CorpusError(f"corpus directory {source!r} holds no files")
-        return files
-    raise CorpusError(f"corpus.source {source!r} does not exist")
+    Hidden files are skipped; with ``format: auto`` a directory contributes only files with a
+    known extension, unless none has one. Local files are absolute paths, others URIs."""
+    return [] if cfg.source == "synthetic" else list_files(cfg).uris
 
 
-def _directory_files(root: Path, fmt: str) -> list[str]:
-    files = sorted(str(p.resolve()) for p in root.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    known = [f for f in files if Path(f).suffix.lower() in FORMATS]
+def list_files(cfg: CorpusConfig) -> CorpusFiles:
+    """Like :func:`resolve_files`, with the filesystem that holds the files and their sizes."""
+    fs, path = open_filesystem(cfg.source)
+    is_glob = any(c in path for c in "*?[")
+    try:
+        found = _glob(fs, path) if is_glob else _walk(fs, path, cfg.format, cfg.source)
+    except OSError as e:  # no such bucket, no permission, no connection
+        raise CorpusError(f"corpus.source {cfg.source!r} cannot be listed: {e}") from None
+    if not found:
+        raise CorpusError(f"corpus.source {cfg.source!r} " + ("matches no files" if is_glob else "holds no files"))
+    found.sort()
+    local = isinstance(fs, pafs.LocalFileSystem) or "://" in found[0][0]
+    return CorpusFiles(fs, [p for p, _ in found], [s for _, s in found],
+                       "" if local else urlsplit(cfg.source).scheme + "://")
+
+
+def open_filesystem(source: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding ``source`` and its path there, found as Ray Data finds them:
+    pyarrow's own filesystems (local, ``file://``, ``s3://``, ``gs://`` ...), fsspec's otherwise.
+
+    S3 settings come from the URI's query (``?endpoint_override=http://host:9000``) or the
+    environment (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION`` ...)."""
+    if "://" not in source:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source))
+    try:
+        fs, path = pafs.FileSystem.from_uri(source)
+    except pa.ArrowInvalid as e:  # a scheme pyarrow has no filesystem for (https://, memory:// ...)
+        try:
+            import fsspec
+
+            spec_fs, path = fsspec.core.url_to_fs(source)
+        except (ImportError, ValueError) as spec_error:
+            raise CorpusError(f"corpus.source {source!r}: no filesystem reads it ({e}; {spec_error})") from None
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(spec_fs))
+    except OSError as e:  # e.g. the bucket's region cannot be found: no such bucket, no network
+        raise CorpusError(f"corpus.source {source!r}: {e}") from None
+    return _with_driver_keys(fs), path
+
+
+def _with_driver_keys(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """An S3 filesystem that carries the keys of the driver's environment, when it holds some.
+
+    pyarrow pickles an S3 filesystem with its endpoint, region and scheme but with keys only when
+    they were given explicitly; without them a worker whose environment lacks the keys (any
+    worker of a cluster the driver joined) would try the node's own credentials instead."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if fs.type_name != "s3" or not (key and secret):
+        return fs
+    _, (options,) = fs.__reduce__()  # pyarrow's own pickled form: S3FileSystem's keyword arguments
+    if options["access_key"] or options["anonymous"] or options["role_arn"]:
+        return fs  # the URI chose how to sign, and that travels with it already
+    options.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    return pafs.S3FileSystem(**options)
+
+
+def _walk(fs: pafs.FileSystem, path: str, fmt: str, source: str) -> list[tuple[str, int]]:
+    """A file, or the visible files under a directory or prefix, as ``(path, size)``."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [(info.path, info.size)]
+    if info.type != pafs.FileType.Directory:
+        bucket = path.split("/", 1)[0]
+        if fs.type_name in ("s3", "gcs") and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise CorpusError(f"corpus.source {source!r}: there is no bucket {bucket!r}")
+        raise CorpusError(f"corpus.source {source!r} does not exist (no file, folder or prefix of that name)")
+    entries = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = [(i.path, i.size) for i in entries if i.type == pafs.FileType.File and not _hidden(i.path, path)]
+    known = [f for f in files if PurePosixPath(f[0]).suffix.lower() in FORMATS]
     return known if fmt == "auto" and known else files
+
+
+def _glob(fs: pafs.FileSystem, pattern: str) -> list[tuple[str, int]]:
+    """The visible files a glob matches (``**`` spans folders), as ``(path, size)``."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    root = pattern[:min(pattern.index(c) for c in "*?[" if c in pattern)].rsplit("/", 1)[0]
+    matches = ArrowFSWrapper(fs).glob(pattern, detail=True).values()
+    return [(m["name"], m["size"]) for m in matches if m["type"] == "file" and not _hidden(m["name"], root)]
+
+
+def _hidden(path: str, root: str) -> bool:
+    return any(part.startswith(".") for part in PurePosixPath(path).relative_to(root).parts)
 
 
 def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
@@ -77,9 +158,9 @@ def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
         return cfg.format
     by_format: dict[str, list[str]] = {}
     for f in files:
-        by_format.setdefault(FORMATS.get(Path(f).suffix.lower(), "text"), []).append(f)
+        by_format.setdefault(FORMATS.get(PurePosixPath(f).suffix.lower(), "text"), []).append(f)
     if len(by_format) > 1:
-        kinds = "; ".join(f"{k}: {Path(v[0]).name}" + (f" and {len(v) - 1} more" if len(v) > 1 else "")
+        kinds = "; ".join(f"{k}: {PurePosixPath(v[0]).name}" + (f" and {len(v) - 1} more" if len(v) > 1 else "")
                           for k, v in sorted(by_format.items()))
         raise CorpusError(f"corpus {cfg.source!r} mixes file formats ({kinds}); "
                           "point corpus.source at one kind or set corpus.format")
@@ -88,25 +169,44 @@ def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
 
 def check(cfg: CorpusConfig) -> None:
     """Everything about the corpus the driver can check before Ray starts, each failure a
-    :class:`CorpusError` naming the path: the files exist and are of one format, they are not
-    all empty, and (the first files, by their first bytes) text files hold UTF-8 text and Parquet
-    files have the configured columns. The workers check every file in full as they read it."""
+    :class:`CorpusError` naming the path or URI: the files exist and are of one format, they are
+    not all empty, and (the first files, by their first bytes) text files hold UTF-8 text, files
+    without an extension that hold JSON Lines or Parquet are not taken for text, and Parquet files
+    have the configured columns. The workers check every file in full as they read it."""
     if cfg.source == "synthetic":
         return
-    files = resolve_files(cfg)
-    fmt = resolve_format(cfg, files)
-    local = [f for f in files if "://" not in f]
-    if local and len(local) == len(files) and all(os.path.getsize(f) == 0 for f in local):
-        raise CorpusError(f"corpus {cfg.source!r} is empty: its {len(files)} file(s) hold 0 bytes")
+    files = list_files(cfg)
+    fmt = resolve_format(cfg, files.uris)
+    if all(size == 0 for size in files.sizes):
+        raise CorpusError(f"corpus {cfg.source!r} is empty: its {len(files.paths)} file(s) hold 0 bytes")
     if fmt == "parquet":
         _check_parquet_columns(cfg, files)
         return
-    for path in local[:SNIFF_FILES]:
-        with open(path, "rb") as f:
+    for path, uri in list(zip(files.paths, files.uris))[:SNIFF_FILES]:
+        with files.filesystem.open_input_file(path) as f:
             head = f.read(SNIFF_BYTES)
         problem = not_text(head, head.decode("utf-8-sig", errors="replace"))
+        if cfg.format == "auto" and PurePosixPath(uri).suffix.lower() not in FORMATS:
+            problem = problem or _not_plain_text(head)
         if problem:
-            raise CorpusError(f"{path}: {problem}")
+            raise CorpusError(f"{uri}: {problem}")
+
+
+def _not_plain_text(head: bytes) -> str | None:
+    """Why a file without a known extension should not be read as plain text, or None: it holds
+    Parquet or JSON Lines (object stores are full of ``part-00000`` files), which ``format: auto``
+    would otherwise train on as raw bytes or raw JSON lines."""
+    if head.startswith(b"PAR1"):
+        return "a Parquet file without the .parquet extension; set corpus.format=parquet"
+    first = head.lstrip().split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return None
+    if isinstance(record, dict):
+        return ("holds JSON Lines but has no .jsonl extension; set corpus.format=jsonl "
+                "(or corpus.format=text to train on the raw lines)")
+    return None
 
 
 def not_text(data: bytes, text: str) -> str | None:
@@ -179,9 +279,10 @@ def jsonl_documents(text: str, path: str, text_field: str, label_field: str | No
     return texts, labels
 
 
-def _parse_files(batch: dict, fmt: str, cfg: CorpusConfig) -> pa.Table:
+def _parse_files(batch: dict, fmt: str, cfg: CorpusConfig, prefix: str) -> pa.Table:
     texts, labels = [], []
     for data, path in zip(batch["bytes"], batch["path"]):
+        path = path if "://" in path else prefix + path  # Ray Data gives bucket/key: name the URI
         try:
             text = decode(data, path)
             if fmt == "jsonl":
@@ -222,15 +323,17 @@ def read_documents(cfg: CorpusConfig):
 
         ds, text_col, label_col = read_synthetic(cfg.synthetic), "text", "label"
     else:
-        files = resolve_files(cfg)
-        fmt = resolve_format(cfg, files)
+        files = list_files(cfg)
+        fmt = resolve_format(cfg, files.uris)
         if fmt == "parquet":
             _check_parquet_columns(cfg, files)
             columns = [cfg.text_field] + ([cfg.label_field] if cfg.label_field else [])
-            ds, text_col, label_col = ray.data.read_parquet(files, columns=columns), cfg.text_field, cfg.label_field
+            ds = ray.data.read_parquet(files.uris, filesystem=files.filesystem, columns=columns)
+            text_col, label_col = cfg.text_field, cfg.label_field
         else:
-            ds = ray.data.read_binary_files(files, include_paths=True)
-            ds = ds.map_batches(_parse_files, batch_format="numpy", fn_kwargs={"fmt": fmt, "cfg": cfg})
+            ds = ray.data.read_binary_files(files.uris, filesystem=files.filesystem, include_paths=True)
+            ds = ds.map_batches(_parse_files, batch_format="numpy",
+                                fn_kwargs={"fmt": fmt, "cfg": cfg, "prefix": files.prefix})
             text_col, label_col = "text", "label"
     # By default Ray Data replaces a UDF's exception by a UserCodeException whose cause is lost
     # on the way to the driver; this keeps the CorpusError itself. The setting lives in this
@@ -240,23 +343,21 @@ def read_documents(cfg: CorpusConfig):
                           fn_kwargs={"text_col": text_col, "label_col": label_col, "min_chars": cfg.min_chars})
 
 
-def _check_parquet_columns(cfg: CorpusConfig, files: list[str]) -> None:
+def _check_parquet_columns(cfg: CorpusConfig, files: CorpusFiles) -> None:
     import pyarrow.parquet as pq
 
-    local = next((f for f in files if "://" not in f), None)
-    if local is None:
-        return
+    path, uri = files.paths[0], files.uris[0]
     try:
-        schema = pq.read_schema(local)
+        schema = pq.read_schema(path, filesystem=files.filesystem)
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{local}: not a readable Parquet file ({e})") from None
+        raise CorpusError(f"{uri}: not a readable Parquet file ({e})") from None
     for field in filter(None, (cfg.text_field, cfg.label_field)):
         if field not in schema.names:
-            raise CorpusError(f"{local}: no column {field!r} (columns: {', '.join(schema.names)})")
+            raise CorpusError(f"{uri}: no column {field!r} (columns: {', '.join(schema.names)})")
     text_type = schema.field(cfg.text_field).type
     value_type = text_type.value_type if pa.types.is_dictionary(text_type) else text_type
     if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
-        raise CorpusError(f"{local}: column {cfg.text_field!r} holds {text_type}, not strings")
+        raise CorpusError(f"{uri}: column {cfg.text_field!r} holds {text_type}, not strings")
 
 
 def is_validation(text: str, val_fraction: float) -> bool:

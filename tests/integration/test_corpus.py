@@ -45,13 +45,17 @@ def test_resolve_files_reads_directories_recursively_skipping_hidden_files(tmp_p
     assert [f.rsplit("/", 1)[-1] for f in corpus.resolve_files(CorpusConfig(source=str(tmp_path / "only")))] == ["data"]
 
 
-def test_resolve_files_accepts_a_file_a_glob_and_a_uri(tmp_path):
-    for name in ("a.txt", "b.txt", "c.jsonl"):
+@pytest.mark.parametrize("uri", [False, True], ids=["path", "file_uri"])
+def test_resolve_files_accepts_a_file_a_folder_and_a_glob_as_paths_or_file_uris(tmp_path, uri):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.txt", "b.txt", "c.jsonl", ".d.txt", "sub/e.txt"):
         (tmp_path / name).write_text("x\n")
-    assert corpus.resolve_files(CorpusConfig(source=str(tmp_path / "a.txt"))) == [str(tmp_path / "a.txt")]
-    matched = corpus.resolve_files(CorpusConfig(source=str(tmp_path / "*.txt")))
-    assert matched == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
-    assert corpus.resolve_files(CorpusConfig(source="s3://bucket/corpus/")) == ["s3://bucket/corpus/"]
+    name = (lambda p: (tmp_path / p).as_uri()) if uri else (lambda p: str(tmp_path / p))
+    a, b, e = (str(tmp_path / p) for p in ("a.txt", "b.txt", "sub/e.txt"))
+    assert corpus.resolve_files(CorpusConfig(source=name("a.txt"))) == [a]
+    assert corpus.resolve_files(CorpusConfig(source=name("sub"))) == [e]
+    assert corpus.resolve_files(CorpusConfig(source=name("*.txt"))) == [a, b]  # hidden files skipped
+    assert corpus.resolve_files(CorpusConfig(source=name("**/*.txt"))) == [a, b, e]  # ** spans folders
 
 
 @pytest.mark.parametrize("kind", ["missing", "glob", "empty_dir"])
@@ -88,6 +92,26 @@ def test_directory_and_glob_read_every_file(ray_cluster, tmp_path):
     (tmp_path / "sub" / "b.txt").write_text("three\n")
     assert texts(read(source=str(tmp_path))) == ["one", "three", "two"]
     assert texts(read(source=str(tmp_path / "**" / "*.txt"))) == ["one", "three", "two"]
+
+
+def test_file_uris_read_a_folder_a_glob_and_a_file(ray_cluster, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    (tmp_path / "sub" / "b.jsonl").write_text('{"text": "three"}\n')
+    assert texts(read(source=tmp_path.as_uri())) == ["one", "three", "two"]  # the text field, not raw JSON
+    assert texts(read(source=(tmp_path / "**" / "b.jsonl").as_uri())) == ["three"]
+    assert texts(read(source=(tmp_path / "a.jsonl").as_uri())) == ["one", "two"]
+
+
+def test_extensionless_files_holding_json_lines_or_parquet_need_corpus_format(tmp_path):
+    (tmp_path / "part-00000").write_text('{"text": "one"}\n')
+    with pytest.raises(CorpusError, match=r"part-00000: holds JSON Lines .*corpus\.format=jsonl"):
+        corpus.check(CorpusConfig(source=str(tmp_path)))
+    corpus.check(CorpusConfig(source=str(tmp_path), format="jsonl"))
+    corpus.check(CorpusConfig(source=str(tmp_path), format="text"))  # the raw lines, asked for
+    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "part-00000")
+    with pytest.raises(CorpusError, match=r"part-00000: a Parquet file .*corpus\.format=parquet"):
+        corpus.check(CorpusConfig(source=str(tmp_path)))
 
 
 def test_paragraph_split_joins_the_lines_of_a_paragraph(ray_cluster, tmp_path):
