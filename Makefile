@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-cluster test-bench bench clean
+.PHONY: install demo test test-cluster test-bench bench gpu-check gpu-coverage clean
 
 install: $(STAMP)
 
@@ -42,6 +42,21 @@ test-bench: install
 # on 2 cores; BENCH_ARGS="--only training --reps 5" and the like pass through to benchmarks/run.py).
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# On a GPU machine, bare and offline (under 8 minutes on one H100/H200): pytest -m gpu, then
+# benchmarks/gpu.py at a size that fits; writes benchmarks/results/gpu.json. Needs no .venv: it uses
+# the machine's python3, with Ray from the .whl/ bundle (../shared/device/make-bundle.sh) if missing.
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+# Which lines only a real GPU reaches: the simulated-GPU tests under coverage.py (Ray's worker
+# processes too), then the lines of the GPU branch's files that they left unrun (about 5 minutes).
+GPU_FILES := platform/sslab/train_loop.py,platform/sslab/models.py,platform/sslab/pipeline.py,platform/sslab/runner.py,platform/sslab/search.py,platform/sslab/accelerator.py,platform/sslab/evaluation.py
+gpu-coverage: install
+	rm -rf .coverage-gpu && mkdir -p .coverage-gpu
+	$(PY) -m coverage run -m pytest -q -p no:cacheprovider tests/unit/test_accelerator.py tests/integration/test_simulated_gpu.py
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report -m --include="$(GPU_FILES)"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

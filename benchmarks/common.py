@@ -25,12 +25,13 @@ HERE = Path(__file__).resolve().parent
 SIZES = ("smoke", "full")
 
 
-def parse_args(doc: str, default_reps: int = 3, switches: dict[str, str] | None = None) -> argparse.Namespace:
-    """The options every script takes (--size, --reps, --out), and its own on/off ``switches``
-    (flag: help)."""
+def parse_args(doc: str, default_reps: int = 3, switches: dict[str, str] | None = None,
+               sizes: tuple[str, ...] = SIZES) -> argparse.Namespace:
+    """The options every script takes (--size among ``sizes``, --reps, --out), and its own on/off
+    ``switches`` (flag: help)."""
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
-    p.add_argument("--size", choices=SIZES, default="full",
+    p.add_argument("--size", choices=sizes, default="full",
                    help="smoke: the smallest size, a check that the script runs (default: full)")
     p.add_argument("--reps", type=int, default=default_reps, help=f"repetitions (default {default_reps})")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results (default: %(default)s)")

@@ -9,7 +9,9 @@ share of step time the worker spent waiting for data (`data_wait` in metrics.jso
 Without a GPU only `--size smoke` runs (a tiny model on the CPU: the script cannot rot), and it
 records that MFU was not measured.
 
-    python benchmarks/gpu.py [--size smoke|full] [--reps 3] [--compile]
+    python benchmarks/gpu.py [--size smoke|check|full] [--reps 3] [--compile]
+
+``check`` is the full size at half the steps, what ``make gpu-check`` runs (one repetition).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from common import Figure, Result, Timer, parse_args, say, scratch  # noqa: E402
 SIZES = {
     "smoke": dict(preset="tiny", arch="bert", seq_len=32, batch_size=8, steps=20, log_every=5, docs=400),
     "full": dict(preset="base", arch="bert", seq_len=128, batch_size=256, steps=400, log_every=50, docs=60000),
+    # make gpu-check: the full size, shorter, to fit one 15-minute device window with the GPU tests.
+    "check": dict(preset="base", arch="bert", seq_len=128, batch_size=256, steps=200, log_every=25, docs=30000),
 }
 
 
@@ -53,13 +57,14 @@ def steady(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__, switches={"--compile": "also torch.compile the model (train.compile=true)"})
+    args = parse_args(__doc__, switches={"--compile": "also torch.compile the model (train.compile=true)"},
+                      sizes=tuple(SIZES))
     compile_model = args.compile
     import torch
 
     gpu = torch.cuda.is_available()
-    if args.size == "full" and not gpu:
-        raise SystemExit("benchmarks/gpu.py --size full needs a CUDA GPU; --size smoke runs on the CPU")
+    if args.size != "smoke" and not gpu:
+        raise SystemExit(f"benchmarks/gpu.py --size {args.size} needs a CUDA GPU; --size smoke runs on the CPU")
     size = SIZES[args.size]
     import ray
 

@@ -245,6 +245,14 @@ class ScalingConfig:
     placement_strategy: str = "PACK"
     """How workers spread over nodes: ``PACK`` (fewest nodes), ``SPREAD`` (as many nodes as
     possible), ``STRICT_PACK`` (one node) or ``STRICT_SPREAD`` (one node each)."""
+    peak_flops: float | None = None
+    """Peak dense bf16 FLOP/s of one worker's device, for the ``mfu`` metric; unset: looked up
+    for A100, H100 and H200 (other GPUs, and CPUs, report no MFU unless it is set)."""
+    simulate_gpu: bool = False
+    """Take the GPU code path with the CPU standing in for the GPU: Ray reserves GPUs for the
+    workers, which train in bf16 autocast with fused AdamW and report MFU against
+    ``scaling.peak_flops``. A dry run of a GPU job on a machine without one; a local Ray that
+    sslab starts declares the GPUs, a joined cluster must have them (``ray start --num-gpus``)."""
 
     def __post_init__(self):
         check(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
@@ -253,6 +261,10 @@ class ScalingConfig:
         check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
         check(self.placement_strategy in PLACEMENT_STRATEGIES, "scaling.placement_strategy", self.placement_strategy,
               f"one of {', '.join(PLACEMENT_STRATEGIES)}")
+        check(self.peak_flops is None or self.peak_flops > 0, "scaling.peak_flops", self.peak_flops,
+              "a positive number of FLOP/s (989e12 for an H100)")
+        check(not (self.simulate_gpu and self.use_gpu is False), "scaling.use_gpu", self.use_gpu,
+              "unset or true with scaling.simulate_gpu=true (a simulated GPU run reserves GPUs)")
 
 
 @dataclass(kw_only=True)

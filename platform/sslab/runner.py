@@ -19,7 +19,7 @@ from pathlib import Path
 import ray
 import ray.train
 from ray.data.expressions import col
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sslab import capacity, corpus, evaluation, pipeline, progress, runs, tracking
@@ -115,7 +115,9 @@ def as_config(config, overrides) -> Config:
 
 def init_ray(cfg: Config) -> None:
     """Join ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray sized for the run."""
-    join_or_start_ray(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker)
+    s = cfg.scaling
+    join_or_start_ray(cfg.run.ray_address, s.num_workers, s.cpus_per_worker,
+                      simulated_gpus=s.num_workers * s.gpus_per_worker if s.simulate_gpu else 0)
 
 
 def starts_local_ray(address: str | None) -> bool:
@@ -135,7 +137,7 @@ def check_local_cpus(address: str | None, workers: int, cpus_per_worker: float, 
         raise RunError(f"{asked} {reason} (no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)")
 
 
-def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float) -> None:
+def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float, simulated_gpus: float = 0) -> None:
     """Join the Ray at ``address`` (or ``RAY_ADDRESS``); without one, start a private Ray on this
     machine with all its CPUs (:func:`capacity.machine_cpus`), and one more logical CPU when
     ``workers`` training workers fill them, for Ray Data to corrupt each epoch on the fly beside
@@ -143,7 +145,9 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float)
     first, before anything is written (:func:`check_local_cpus`).
 
     ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
-    ``num_cpus`` for it."""
+    ``num_cpus`` for it. ``simulated_gpus``: GPUs the run needs though the machine has none
+    (``scaling.simulate_gpu``); the local Ray declares that many, and at least one per CPU so that
+    a later simulated run in the same process fits too, as ``ray start --num-gpus`` would."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -165,13 +169,14 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float)
                     "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
-    ray.init(address="local", num_cpus=max(capacity.machine_cpus(), needed), logging_level=logging.WARNING)
+    gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
+    ray.init(address="local", num_cpus=max(capacity.machine_cpus(), needed), logging_level=logging.WARNING, **gpus)
 
 
 def use_gpu(cfg: Config) -> bool:
-    """``scaling.use_gpu``, or when it is unset whether the cluster has GPUs now."""
-    if cfg.scaling.use_gpu is not None:
-        return cfg.scaling.use_gpu
+    """``scaling.use_gpu``, or when it is unset whether the cluster has GPUs now (always, simulated)."""
+    if cfg.scaling.use_gpu is not None or cfg.scaling.simulate_gpu:
+        return cfg.scaling.use_gpu or cfg.scaling.simulate_gpu
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
@@ -316,6 +321,8 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
     train_ds = pipeline.epochs(data.train_blocks, data.objective, t.seed, 0, n_epochs)
     trainer = TorchTrainer(
         train_loop_per_worker,
+        # Ray picks NCCL for workers with GPUs; simulated ones are CPUs, which NCCL cannot drive.
+        torch_config=TorchConfig(backend="gloo") if s.simulate_gpu else None,
         train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
                            "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
                            "run_dir": str(run_dir), "start_from": hooks.start_from,
@@ -363,7 +370,7 @@ def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> 
     summary = {
         "objective": cfg.objective.name, "steps": state["counters"]["step"], "tokens": state["counters"]["tokens"],
         "wall_s": round(wall_s, 2), "tokens_per_s": metrics.get("tokens_per_s"),
-        "num_workers": cfg.scaling.num_workers, "train_blocks": data.num_train_blocks,
+        "num_workers": cfg.scaling.num_workers, "device": result.metrics.get("device"), "train_blocks": data.num_train_blocks,
         "val_blocks": data.num_val_blocks, "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics, "checkpoint": result.checkpoint.path, "model_dir": str(run_dir / "model"),
     }

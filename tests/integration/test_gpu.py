@@ -19,6 +19,13 @@ def test_a_run_uses_the_gpu_when_the_cluster_has_one_and_reports_mfu(ray_cluster
     if models.peak_flops(torch.device("cuda")):  # MFU needs the GPU's peak FLOP/s
         assert 0 < m["mfu"] < 1, m
     assert m["eval_mlm_acc"] > 0 and result.summary["steps"] == 30
+    assert result.summary["device"] == torch.cuda.get_device_name(0)
+
+
+def test_an_injected_peak_gives_mfu_on_any_gpu(ray_cluster, tiny, tmp_path):
+    result = sslab.pretrain(load(overrides=tiny(tmp_path / "run", "train.max_steps=10", "train.log_every=5",
+                                                "eval.probe_docs=0", "scaling.peak_flops=1e15")))
+    assert 0 < result.summary["metrics"]["mfu"] < 1
 
 
 def test_a_search_packs_two_trials_on_one_gpu(ray_cluster, tokenizer_dir, tmp_path):
