@@ -27,9 +27,20 @@ def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     assert result["size"] == "smoke" and result["reps"] == 1 and result["versions"]["torch"]
     for fig in result["figures"]:
         assert len(fig["ratio"]) == 1 and all(math.isfinite(x) and x > 0 for x in fig["ratio"] + fig["ours"] + fig["theirs"])
-        assert fig["name"] in md.read_text()
-    if script == "training" and Path("/proc/stat").exists():  # where the cores went, for 1 and for 2 workers
+        assert fig["name"] in md.read_text() and fig["note"] in md.read_text()  # what each side counts
+    figures = {fig["name"]: fig for fig in result["figures"]}
+    if script == "data_pipeline":  # the HF collator as run_mlm.py configures it
+        assert "special_tokens_mask" in figures["data (b): cached blocks to masked batches / HF MLM collator with "
+                                                "special_tokens_mask"]["note"]
+    if script == "training" and Path("/proc/stat").exists():  # every core each side used, and where they went
+        overhead = figures["training overhead: sslab pretrain (1 worker) / bare PyTorch loop, tokens per core-second"]
+        assert overhead["unit"] == "tokens/core-s" and "every process of the run" in overhead["note"]
         assert sum(note.startswith("cores in the steady window") for note in result["notes"]) == 2
+        assert any(note.startswith("wall clock, sslab 1 worker / bare loop") for note in result["notes"])
+    if script == "search":  # ASHA's evaluations at their measured cost
+        compute = figures["search compute: ASHA / every trial to the end, in training steps with evaluations counted"]
+        assert compute["unit"] == "step-equivalents" and "evaluations" in compute["note"]
+        assert "an evaluation = " in result["notes"][0]
     if script == "gpu" and not result["params"]["peak_flops"]:
         assert any("MFU not measured" in note for note in result["notes"])
     else:
