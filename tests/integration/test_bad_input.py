@@ -1,17 +1,32 @@
 """Bad input, one row each (the table in the README): exit code 1 and one line naming the problem,
 before Ray starts wherever it can be found without Ray, and nothing already written damaged.
 
-Every row runs against a run directory that already holds a run (config, tokenizer, a checkpoint,
-metrics): after the refusal each of its files is byte for byte what it was, and nothing is new.
+Each row runs as its own ``sslab`` process, as a user runs it: no Ray running and no ``RAY_ADDRESS``,
+so sslab would start a Ray of this machine's size itself. Rows refused before Ray starts must
+not start one (nor say anything but their line); rows about a cluster, and those that need Ray
+Data to read the corpus, join the tests' own 4-CPU Ray through ``RAY_ADDRESS``, and one row
+starts its own local Ray. The processes fork from one that imported sslab once (each would
+spend ~10 s importing torch, Ray and transformers; one real ``python -m sslab.cli`` runs too).
+Every row runs against a run directory that already holds a run (config, tokenizer, a
+checkpoint, metrics): after the refusal each of its files is byte for byte what it was, and
+nothing is new.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
 import logging
 import math
 import os
+import queue
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,13 +36,14 @@ import pytest
 import ray
 from transformers import BertConfig
 
-from sslab import capacity, runner, runs, search, synthetic
+from sslab import capacity, runner, runs, synthetic
 from sslab.cli import main
 from sslab.config import SyntheticConfig
 from sslab.errors import RunError
 
 WORDPIECE_1000 = Path(__file__).resolve().parents[1] / "unit" / "data" / "wordpiece_1000"
 BEFORE_RAY, WITH_RAY = "before Ray starts", "once Ray runs"
+LOCAL, JOINED = "sslab starts Ray on this machine", "RAY_ADDRESS names the tests' 4-CPU Ray"
 
 
 class Row(NamedTuple):
@@ -36,12 +52,14 @@ class Row(NamedTuple):
     caught: str = BEFORE_RAY
     corpus: dict | None = None
     """Files that replace the run's corpus folder before the command (the corpus changed under the run)."""
+    ray: str = LOCAL
+    """Where the command finds Ray: none to join (sslab would start one here), or a cluster to join."""
 
 
 def pretrain(*args: str) -> list[str]:
     """The command of the run in ``{run}``, with ``args`` on top (a later flag wins)."""
     return ["pretrain", "--corpus", "{corpus}", "--out", "{run}", "--preset", "tiny", "--max-steps", "5", "--quiet",
-            "train.seq_len=64", "train.batch_size=4", "eval.probe_docs=0", *args]
+            "train.seq_len=64", "train.batch_size=4", "train.warmup_steps=1", "eval.probe_docs=0", *args]
 
 
 def tune(*args: str) -> list[str]:
@@ -49,6 +67,8 @@ def tune(*args: str) -> list[str]:
 
 
 LATE_BINARY = b"a line of perfectly good text\n" * 400 + bytes(range(256)) * 40  # past what the driver sniffs
+CORES = capacity.machine_cpus()
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # what "on CPUs" means on any machine: the local Ray sees no GPU
 
 TABLE = {
     # config: built and validated before anything else
@@ -98,25 +118,49 @@ TABLE = {
     "bound the config refuses": Row(tune("{d}/too_far.yaml", "--out", "{run}"),
                                     "space.objective.mask_ratio: uniform [0.1, 1.5] reaches a value the config refuses"),
     "unknown space field": Row(tune("{d}/typo.yaml", "--out", "{run}"), "space.train.lrr: unknown config field"),
-    # the cluster: what it can hold is known once Ray runs
-    "more workers than the cluster holds": Row(pretrain("--workers", "64"),
-                                               "scaling.num_workers=64 x scaling.cpus_per_worker=1 cannot fit", WITH_RAY),
-    "more CPUs per worker than a node has": Row(pretrain("scaling.cpus_per_worker=64"),
-                                                "no node has 64 CPUs for one worker", WITH_RAY),
-    "GPUs on a cluster without": Row(pretrain("scaling.use_gpu=true"), "no node has 1 CPU and 1 GPU", WITH_RAY),
+    # this machine: without a cluster to join, sslab would start Ray here, so its cores bound the workers
+    "more workers than this machine has": Row(
+        pretrain("--workers", "64"),
+        f"scaling.num_workers=64 x scaling.cpus_per_worker=1 needs 64 CPUs but this machine has {CORES} "
+        "(no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)"),
+    "more CPUs per worker than this machine has": Row(
+        pretrain("scaling.cpus_per_worker=64"),
+        f"scaling.num_workers=1 x scaling.cpus_per_worker=64 needs 64 CPUs but this machine has {CORES} "),
+    "a trial larger than this machine": Row(
+        tune("mlm_masking", "--out", "{fresh}", "resources.cpus_per_worker=64"),
+        f"a trial of resources.workers=1 x resources.cpus_per_worker=64 needs 64 CPUs but this machine has {CORES} "
+        "(no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)"),
+    # a cluster: what it can hold is known once it is joined
+    "more workers than the cluster holds": Row(
+        pretrain("--workers", "64"),
+        "scaling.num_workers=64 x scaling.cpus_per_worker=1 cannot fit on the Ray cluster: its 1 node(s) with 4 CPUs "
+        "in all hold at most 3 such workers beside 1 CPU for Ray Data", WITH_RAY, ray=JOINED),
+    "more CPUs per worker than a node has": Row(
+        pretrain("scaling.cpus_per_worker=64"),
+        "scaling.num_workers=1 x scaling.cpus_per_worker=64 cannot fit on the Ray cluster: no node has 64 CPUs for "
+        "one worker (the most any node has: 4 CPUs)", WITH_RAY, ray=JOINED),
     "a trial the cluster cannot hold": Row(
         tune("mlm_masking", "--out", "{fresh}", "resources.cpus_per_worker=64", "resources.gpus_per_worker=0"),
-        "resources.cpus_per_worker=64 cannot fit on the Ray cluster: no node has 64 CPUs", WITH_RAY),
+        "a trial of resources.workers=1 x resources.cpus_per_worker=64 cannot fit on the Ray cluster: no node has "
+        "64 CPUs", WITH_RAY, ray=JOINED),
+    # GPUs: the local Ray counts them as it starts
+    "GPUs on a cluster without": Row(
+        pretrain("scaling.use_gpu=true"),
+        "scaling.num_workers=1 x scaling.cpus_per_worker=1 x scaling.gpus_per_worker=1 (scaling.use_gpu=true) cannot "
+        "fit on the Ray cluster: no node has 1 CPU and 1 GPU for one worker (the most any node has: "
+        f"{max(CORES, 2)} CPUs and 0 GPUs)", WITH_RAY),  # the local Ray: the cores, and 2 for 1 worker at least
     "a trial's GPUs on a cluster without": Row(
         tune("mlm_masking", "--out", "{fresh}", "resources.cpus_per_worker=1", "resources.gpus_per_worker=1"),
-        "resources.gpus_per_worker=1 cannot fit on the Ray cluster: no node has 1 CPU and 1 GPU", WITH_RAY),
+        "resources.gpus_per_worker=1 cannot fit on the Ray cluster: no node has 1 CPU and 1 GPU", WITH_RAY,
+        ray=JOINED),
     # documents: read, cleaned and parsed in Ray Data workers
-    "blank corpus": Row(pretrain(), "is empty after cleaning", WITH_RAY, {"blank.txt": b"\n   \n\t\n"}),
+    "blank corpus": Row(pretrain(), "is empty after cleaning", WITH_RAY, {"blank.txt": b"\n   \n\t\n"}, JOINED),
     "bad JSON line": Row(pretrain(), "bad.jsonl:2: not valid JSON", WITH_RAY,
-                         {"bad.jsonl": b'{"text": "fine"}\n{"text": oops}\n'}),
+                         {"bad.jsonl": b'{"text": "fine"}\n{"text": oops}\n'}, JOINED),
     "JSON without the field": Row(pretrain(), "nofield.jsonl:1: no string field 'text'", WITH_RAY,
-                                  {"nofield.jsonl": b'{"body": "no text field"}\n'}),
-    "binary past the sniffed bytes": Row(pretrain(), "late.txt: not UTF-8 text", WITH_RAY, {"late.txt": LATE_BINARY}),
+                                  {"nofield.jsonl": b'{"body": "no text field"}\n'}, JOINED),
+    "binary past the sniffed bytes": Row(pretrain(), "late.txt: not UTF-8 text", WITH_RAY, {"late.txt": LATE_BINARY},
+                                         JOINED),
 }
 
 
@@ -156,7 +200,7 @@ def run(tmp_path, tokenizer_dir) -> Path:
     out = tmp_path / "run"
     cfg = runner.as_config(None, [f"corpus.source={corpus}", f"run.out={out}", "model.preset=tiny",
                                   "train.max_steps=5", "run.quiet=true", "train.seq_len=64", "train.batch_size=4",
-                                  "eval.probe_docs=0"])
+                                  "train.warmup_steps=1", "eval.probe_docs=0"])
     runs.prepare(cfg)
     shutil.copytree(tokenizer_dir, out / "tokenizer")
     (out / "checkpoint_00000010").mkdir()
@@ -165,59 +209,185 @@ def run(tmp_path, tokenizer_dir) -> Path:
     return out
 
 
+# Forks one process per command from one that imported sslab (and with it torch, Ray and
+# transformers) once: each row still runs in a process of its own, which no Ray has touched.
+FORKER = r"""
+import ctypes, json, os, sys, traceback
+import ray
+import sslab.cli, sslab.runner, sslab.search
+
+
+def respect_file_modes():
+    # Root writes into a read-only directory through CAP_DAC_OVERRIDE; without it (and
+    # CAP_DAC_READ_SEARCH), root is refused one like any other user (capabilities(7)).
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc, header, data = ctypes.CDLL(None, use_errno=True), Header(0x20080522, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0].effective &= ~((1 << 1) | (1 << 2))  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def run(job):
+    os.environ.update(job["env"])
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    if job["respect_file_modes"] and os.geteuid() == 0:
+        respect_file_modes()
+    try:
+        return sslab.cli.main(job["argv"])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = run(job)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+class Forker:
+    """``sslab`` commands, each in a fresh process forked from one that imported sslab."""
+
+    def __init__(self, cwd: Path):
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        # Ray 2.60 starts a local Ray with token authentication (~/.ray/auth_token), and a process
+        # joins one by address only with RAY_AUTH_MODE=token from its start (Ray reads it on import).
+        env.setdefault("RAY_AUTH_MODE", "token")
+        self.cwd = cwd
+        self.proc = subprocess.Popen([sys.executable, "-c", FORKER], cwd=cwd, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.replies = queue.Queue()
+        threading.Thread(target=lambda: [self.replies.put(line) for line in self.proc.stdout], daemon=True).start()
+
+    def reply(self, timeout_s: float) -> dict:
+        try:
+            return json.loads(self.replies.get(timeout=timeout_s))
+        except queue.Empty:
+            raise TimeoutError(f"no reply in {timeout_s:g} s (exit code {self.proc.poll()})") from None
+
+    def run(self, argv: list[str], out_dir: Path, env: dict, respect_file_modes: bool = False,
+            timeout_s: float = 240) -> tuple[int, str]:
+        """Run ``sslab argv``; its exit code and stderr."""
+        job = {"argv": argv, "env": env, "respect_file_modes": respect_file_modes,
+               "stdout": str(out_dir / "stdout"), "stderr": str(out_dir / "stderr")}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        pid = self.reply(120)["pid"]  # the imports before the first fork take a while
+        try:
+            code = self.reply(timeout_s)["code"]
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self.reply(60)  # its exit code: the next command's replies come next
+            raise
+        return code, (out_dir / "stderr").read_text()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def forker(tmp_path_factory):
+    forker = Forker(tmp_path_factory.mktemp("cwd"))
+    yield forker
+    forker.close()
+
+
 def files_under(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
-def refuse(capsys, row: Row, d: Path, run: Path, tmp_path: Path, tokenizer_dir: Path) -> None:
-    """Run ``row`` and check what every row gets."""
+def command(row: Row, d: Path, run: Path, tmp_path: Path, tokenizer_dir: Path) -> list[str]:
+    """``row``'s argv with its places filled in (and the corpus it names written)."""
     if row.corpus is not None:
         corpus = tmp_path / "corpus"
         shutil.rmtree(corpus)
         corpus.mkdir()
         for name, data in row.corpus.items():
             (corpus / name).write_bytes(data)
-    if "{readonly}" in row.argv:
-        if os.geteuid() == 0:
-            pytest.skip("root writes into a read-only directory")
-        run.chmod(0o500)
     places = {"{d}": d, "{run}": run, "{readonly}": run, "{fresh}": tmp_path / "fresh",
               "{corpus}": tmp_path / "corpus", "{tok}": tokenizer_dir}
     argv = list(row.argv)
     for key, value in places.items():
         argv = [a.replace(key, str(value)) for a in argv]
-    before = files_under(run)
-    try:
-        code = main(argv)
-    finally:
-        run.chmod(0o700)
-    err = capsys.readouterr().err
-    # In-process, Ray's background threads may add their own log lines; ours is exactly one line.
-    ours = [line for line in err.splitlines() if line.startswith("sslab")]
-    assert code == 1, err
-    assert len(ours) == 1 and ours[0].startswith("sslab: error: ") and row.needle in ours[0], err
-    assert files_under(run) == before  # the previous run's files, byte for byte, and nothing new
-    if argv[0] == "pretrain":
-        assert not (tmp_path / "fresh").exists()
+    return argv
 
 
-def never_started(*args, **kwargs):
-    raise AssertionError("Ray started")
+def ray_tmpdir(tmp_path: Path) -> Path:
+    """Where a Ray the command starts keeps its session: short, for Ray's socket paths (at most 107 bytes)."""
+    return Path("/tmp") / f"sslab-{os.getpid()}-{zlib.crc32(bytes(tmp_path)):08x}"
 
 
 # ---------------------------------------------------------------- the table
 
 
-@pytest.mark.parametrize("name", [k for k, r in TABLE.items() if r.caught == BEFORE_RAY])
-def test_refused_before_ray_starts(name, d, run, tmp_path, tokenizer_dir, capsys, monkeypatch):
-    for module in (ray, runner, search):
-        monkeypatch.setattr(module, "init" if module is ray else "init_ray", never_started)
-    refuse(capsys, TABLE[name], d, run, tmp_path, tokenizer_dir)
+@pytest.mark.parametrize("name", list(TABLE))
+def test_refused_with_one_line_and_nothing_written(name, forker, d, run, tmp_path, tokenizer_dir, request):
+    row = TABLE[name]
+    argv = command(row, d, run, tmp_path, tokenizer_dir)
+    env = {"RAY_TMPDIR": str(ray_tmpdir(tmp_path)), **NO_GPU}
+    if row.ray == JOINED:
+        request.getfixturevalue("ray_cluster")
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    before = files_under(run)
+    if "{readonly}" in row.argv:
+        run.chmod(0o500)
+    try:
+        code, err = forker.run(argv, tmp_path, env, respect_file_modes="{readonly}" in row.argv)
+    finally:
+        run.chmod(0o700)
+        shutil.rmtree(ray_tmpdir(tmp_path), ignore_errors=True)
+    ours = [line for line in err.splitlines() if line.startswith("sslab")]
+    assert code == 1, err
+    assert len(ours) == 1 and ours[0].startswith("sslab: error: ") and row.needle in ours[0], err
+    assert files_under(run) == before  # the previous run's files, byte for byte, and nothing new
+    assert not list(forker.cwd.iterdir())  # nothing written where the command ran
+    if row.caught == BEFORE_RAY:
+        assert err.splitlines() == ours, err  # nothing else said: no Ray, no log line
+        assert not ray_tmpdir(tmp_path).exists(), "Ray started"
+    if row.caught == BEFORE_RAY or argv[0] == "pretrain":
+        assert not (tmp_path / "fresh").exists()
+    else:  # a search refused once Ray runs leaves its search.yaml, and no trial started
+        assert not (tmp_path / "fresh" / "tune").exists()
 
 
-@pytest.mark.parametrize("name", [k for k, r in TABLE.items() if r.caught == WITH_RAY])
-def test_refused_once_ray_runs(name, ray_cluster, d, run, tmp_path, tokenizer_dir, capsys):
-    refuse(capsys, TABLE[name], d, run, tmp_path, tokenizer_dir)
+def test_the_sslab_command_refuses_more_workers_than_this_machine_has(run, tmp_path):
+    """The real entry point, with no Ray running and no RAY_ADDRESS: refused before Ray starts."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_tmpdir(tmp_path))
+    before = files_under(run)
+    argv = command(TABLE["more workers than this machine has"], None, run, tmp_path, None)
+    done = subprocess.run([sys.executable, "-m", "sslab.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"sslab: error: {TABLE['more workers than this machine has'].needle}"]
+    assert files_under(run) == before and not ray_tmpdir(tmp_path).exists()
 
 
 # ---------------------------------------------------------------- a failed start, then the corrected command

@@ -1,17 +1,19 @@
 """Joining a Ray or starting a private local one: an address (``run.ray_address``, else
-``RAY_ADDRESS``) is joined; without one a local Ray starts, sized for the run, and another Ray
-on the same machine is named before it can stall a search (Ray Train's clean-up after a stopped
-trial cannot tell two local Rays apart)."""
+``RAY_ADDRESS``) is joined; without one a local Ray of this machine's CPUs starts (one more for
+Ray Data when the workers fill them), workers that need more CPUs than the machine has are
+refused before it starts, and another Ray on the same machine is named before it can stall a
+search (Ray Train's clean-up after a stopped trial cannot tell two local Rays apart)."""
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 import ray
 from ray._private import services
+from ray._private import utils as ray_utils
 
-from sslab import runner
+from sslab import capacity, runner
+from sslab.errors import RunError
 
 
 @pytest.fixture
@@ -32,28 +34,64 @@ def running_here(monkeypatch, addresses: set[str]) -> None:
     monkeypatch.setattr(services, "find_gcs_addresses", find)
 
 
+@pytest.fixture
+def cores(monkeypatch) -> int:
+    """A machine of 4 CPUs."""
+    monkeypatch.setattr(capacity, "machine_cpus", lambda: 4)
+    return 4
+
+
 def local(num_cpus: int) -> dict:
-    return {"address": "local", "num_cpus": max(os.cpu_count() or 1, num_cpus), "logging_level": logging.WARNING}
+    return {"address": "local", "num_cpus": num_cpus, "logging_level": logging.WARNING}
 
 
-def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init):
+def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init, cores):
     running_here(monkeypatch, {"10.0.0.5:6379"})
     with caplog.at_level("WARNING", logger="sslab"):
         runner.join_or_start_ray(None, 2, 1)
-    assert ray_init == [local(3)]
+    assert ray_init == [local(4)]
     message = caplog.records[-1].getMessage()
     assert "10.0.0.5:6379" in message and "may stall" in message and "RAY_ADDRESS" in message, message
 
 
-def test_a_machine_without_another_ray_starts_quietly(caplog, ray_init):
+def test_a_machine_without_another_ray_starts_quietly(caplog, ray_init, cores):
     with caplog.at_level("WARNING", logger="sslab"):
         runner.join_or_start_ray(None, 2, 1)
-    assert ray_init == [local(3)] and not caplog.records
+    assert ray_init == [local(4)] and not caplog.records
 
 
-def test_a_local_ray_holds_the_run_even_beyond_this_machines_cores(ray_init):
-    runner.join_or_start_ray(None, 333, 3)
-    assert ray_init == [local(1000)] and ray_init[0]["num_cpus"] == 1000
+def test_workers_that_fill_the_cores_get_one_more_cpu_for_ray_data(ray_init, cores):
+    runner.check_local_cpus(None, 4, 1, "asked")  # as `--workers 2` fills 2 cores
+    runner.join_or_start_ray(None, 4, 1)
+    runner.check_local_cpus(None, 2, 2, "asked")
+    runner.join_or_start_ray(None, 2, 2)
+    assert ray_init == [local(5), local(5)]
+
+
+@pytest.mark.parametrize("workers, cpus_per_worker, needed", [(64, 1, "64"), (1, 64, "64"), (3, 1.5, "4.5")])
+def test_more_cpus_than_the_machine_has_are_refused_before_ray_starts(ray_init, cores, workers, cpus_per_worker,
+                                                                      needed):
+    with pytest.raises(RunError) as refused:
+        runner.check_local_cpus(None, workers, cpus_per_worker, "scaling.num_workers=W x scaling.cpus_per_worker=C")
+    assert str(refused.value) == (f"scaling.num_workers=W x scaling.cpus_per_worker=C needs {needed} CPUs but this "
+                                  "machine has 4 (no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)")
+    assert ray_init == []
+
+
+def test_a_cluster_to_join_is_judged_once_joined_not_by_this_machine(monkeypatch, ray_init, cores):
+    runner.check_local_cpus("ray://head:10001", 64, 1, "asked")  # run.ray_address
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+    runner.check_local_cpus(None, 64, 1, "asked")
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a Ray this process started or joined
+    runner.check_local_cpus(None, 64, 1, "asked")
+    assert ray_init == []
+
+
+def test_this_machines_cpus_are_the_ones_ray_would_count(monkeypatch):
+    assert capacity.machine_cpus() == ray_utils.get_num_cpus()
+    monkeypatch.setattr(ray_utils, "_get_docker_cpus", lambda: 1.5)  # a container's CPU quota
+    assert capacity.machine_cpus() == 1
 
 
 def test_an_address_is_joined_and_beats_ray_address(monkeypatch, ray_init):
