@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -339,19 +340,28 @@ def command(row: Row, d: Path, run: Path, tmp_path: Path, tokenizer_dir: Path) -
     return argv
 
 
-def ray_tmpdir(tmp_path: Path) -> Path:
-    """Where a Ray the command starts keeps its session: short, for Ray's socket paths (at most 107 bytes)."""
-    return Path("/tmp") / f"sslab-{os.getpid()}-{zlib.crc32(bytes(tmp_path)):08x}"
+@pytest.fixture(scope="module")
+def ray_tmp_root():
+    """Short, for Ray's socket paths (at most 107 bytes); removed once every Ray in it has stopped."""
+    root = Path(tempfile.mkdtemp(prefix="sslab-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_tmp(ray_tmp_root, tmp_path) -> Path:
+    """``RAY_TMPDIR`` of the test's command: where a Ray it started would keep its session."""
+    return ray_tmp_root / f"{zlib.crc32(bytes(tmp_path)):08x}"
 
 
 # ---------------------------------------------------------------- the table
 
 
 @pytest.mark.parametrize("name", list(TABLE))
-def test_refused_with_one_line_and_nothing_written(name, forker, d, run, tmp_path, tokenizer_dir, request):
+def test_refused_with_one_line_and_nothing_written(name, forker, d, run, tmp_path, tokenizer_dir, ray_tmp, request):
     row = TABLE[name]
     argv = command(row, d, run, tmp_path, tokenizer_dir)
-    env = {"RAY_TMPDIR": str(ray_tmpdir(tmp_path)), **NO_GPU}
+    env = {"RAY_TMPDIR": str(ray_tmp), **NO_GPU}
     if row.ray == JOINED:
         request.getfixturevalue("ray_cluster")
         env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
@@ -362,7 +372,6 @@ def test_refused_with_one_line_and_nothing_written(name, forker, d, run, tmp_pat
         code, err = forker.run(argv, tmp_path, env, respect_file_modes="{readonly}" in row.argv)
     finally:
         run.chmod(0o700)
-        shutil.rmtree(ray_tmpdir(tmp_path), ignore_errors=True)
     ours = [line for line in err.splitlines() if line.startswith("sslab")]
     assert code == 1, err
     assert len(ours) == 1 and ours[0].startswith("sslab: error: ") and row.needle in ours[0], err
@@ -370,24 +379,24 @@ def test_refused_with_one_line_and_nothing_written(name, forker, d, run, tmp_pat
     assert not list(forker.cwd.iterdir())  # nothing written where the command ran
     if row.caught == BEFORE_RAY:
         assert err.splitlines() == ours, err  # nothing else said: no Ray, no log line
-        assert not ray_tmpdir(tmp_path).exists(), "Ray started"
+        assert not ray_tmp.exists(), "Ray started"
     if row.caught == BEFORE_RAY or argv[0] == "pretrain":
         assert not (tmp_path / "fresh").exists()
     else:  # a search refused once Ray runs leaves its search.yaml, and no trial started
         assert not (tmp_path / "fresh" / "tune").exists()
 
 
-def test_the_sslab_command_refuses_more_workers_than_this_machine_has(run, tmp_path):
+def test_the_sslab_command_refuses_more_workers_than_this_machine_has(run, tmp_path, ray_tmp):
     """The real entry point, with no Ray running and no RAY_ADDRESS: refused before Ray starts."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = str(ray_tmpdir(tmp_path))
+    env["RAY_TMPDIR"] = str(ray_tmp)
     before = files_under(run)
     argv = command(TABLE["more workers than this machine has"], None, run, tmp_path, None)
     done = subprocess.run([sys.executable, "-m", "sslab.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [f"sslab: error: {TABLE['more workers than this machine has'].needle}"]
-    assert files_under(run) == before and not ray_tmpdir(tmp_path).exists()
+    assert files_under(run) == before and not ray_tmp.exists()
 
 
 # ---------------------------------------------------------------- a failed start, then the corrected command
