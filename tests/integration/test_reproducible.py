@@ -18,7 +18,7 @@ def run_in(out):
         "corpus.source=synthetic", "corpus.synthetic.num_docs=1000", "tokenizer.vocab_size=500",
         "model.preset=tiny", "train.seq_len=64", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=5",
         "train.max_steps=10", "train.log_every=2", "train.eval_every=10", "train.checkpoint_every=10",
-        "eval.max_blocks=64", "eval.probe_docs=100", "run.quiet=true", f"run.out={out}"]))
+        "eval.max_blocks=64", "eval.probe_docs=0", "run.quiet=true", f"run.out={out}"]))
 
 
 def test_two_runs_with_one_config_and_seed_train_the_same_tokenizer_and_losses(ray_cluster, tmp_path):
