@@ -160,8 +160,8 @@ def main() -> None:
     cost = []  # per repetition: (seconds of a training step, of an evaluation)
     late = []  # per repetition: ASHA's trial-steps trained after it stopped the trial
     with scratch("search") as tmp, Timer() as wall:
-        # One tokenizer for both searches: the WordPiece trainer is not deterministic, and the two
-        # must train the same 16 configurations on the same tokens.
+        # One tokenizer for both searches, trained once: the two train the same 16 configurations
+        # on the same tokens.
         tokenizer = shared_tokenizer(size, Path(tmp) / "tokenizer")
         for rep in range(args.reps):
             cost.append(eval_cost(size, rep, tokenizer, Path(tmp) / f"eval_cost{rep}"))

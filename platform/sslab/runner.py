@@ -239,6 +239,8 @@ def sees(path: str) -> bool:
 
 
 def sample_texts(docs, n: int):
+    """The texts of the first ``n`` documents, the same ones on every run: the order is kept."""
+    docs.context.execution_options.preserve_order = True
     for batch in docs.limit(n).iter_batches(batch_size=1000, batch_format="numpy"):
         yield from batch["text"].tolist()
 

@@ -177,9 +177,9 @@ def concurrency(spec: SearchSpec) -> int:
 def with_shared_tokenizer(spec: SearchSpec, search_dir: Path) -> dict:
     """The base config with ``tokenizer.path`` set to one tokenizer trained for the whole search.
 
-    WordPiece training is not deterministic (tokenizers#1794): trials that each trained their
-    own would differ in vocabulary as well as in the searched knob. Searching a tokenizer or
-    corpus field, or a base that names a tokenizer, leaves every trial its own.
+    Every trial would train the same one from the same sample (training is deterministic), so it
+    is trained once rather than once per trial. Searching a tokenizer or corpus field, or a base
+    that names a tokenizer, leaves every trial its own.
     """
     cfg = spec.base_config()
     if cfg.tokenizer.path or any(d.field.startswith(("tokenizer.", "corpus.")) for d in spec.domains):

@@ -1,9 +1,7 @@
 """Real packed text for the corruption tests: a WordPiece tokenizer trained on the synthetic corpus
 and the packed blocks of further documents, so words split into "##" pieces as they do in a run.
 
-Rate checks allow ``Z`` binomial standard errors: WordPiece training is not deterministic
-(tokenizers#1794), so the blocks, hence the draws, vary a little from run to run, and 5 keeps
-false alarms below 1e-5.
+Rate checks allow ``Z`` binomial standard errors; 5 keeps false alarms below 1e-5.
 """
 from __future__ import annotations
 

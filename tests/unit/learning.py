@@ -50,7 +50,7 @@ class Setup:
         cls = get(self.cfg.objective.name)
         data = synthetic.generate(SyntheticConfig(num_docs=num_docs), 0, num_docs)
         texts, labels = data["text"], data["label"]
-        # A fixed tokenizer makes a run repeatable: WordPiece training is not (tokenizers#1794).
+        # A fixed tokenizer: the learning tests that sit near a cliff were measured with it.
         self.tok = tokenizer.load_tokenizer(tokenizer_dir) if tokenizer_dir else \
             tokenizer.train_tokenizer(self.cfg.tokenizer, texts, self.cfg.model.max_positions)
         extra = cls.extra_tokens(self.cfg.objective)

@@ -102,7 +102,7 @@ def test_probe_and_fine_tuning_beat_chance_on_topic_labels(encoder_result, label
     assert r["labels"] == [f"topic_{t:02d}" for t in range(TOPICS)]
     assert (r["n_train"], r["n_test"]) == (DOCS - math.ceil(0.2 * DOCS), math.ceil(0.2 * DOCS))
     # Topics have their own words, so even a random-init encoder's pooled states separate them. Over
-    # 8 tokenizers (WordPiece training is not deterministic) the 24 test documents measured 0.67-0.83
+    # 8 tokenizers (WordPiece training was not deterministic then) the 24 test documents measured 0.67-0.83
     # (probe) and 0.88-1.0 (fine-tuning); chance is 0.25.
     assert r["probe_acc"] >= 0.55 and r["probe_macro_f1"] >= 0.5
     assert r["finetune_acc"] >= 0.7 and r["finetune_macro_f1"] >= 0.65

@@ -128,7 +128,7 @@ def test_sop_learns_the_order_of_segments():
 
 def test_nsp_learns_to_tell_a_successor_from_another_documents_segment():
     # Measured at 500 steps: eval_nsp_acc 0.59 and 0.79 in two runs (majority 0.52): the model
-    # is on a cliff there (the WordPiece vocabulary differs run to run, tokenizers#1794), so the
+    # is on a cliff there (the WordPiece vocabulary then differed run to run, tokenizers#1794, since fixed), so the
     # test trains further. Telling a successor needs comparing the two segments' entities and
     # topics, which a 2-layer model picks up late; SOP's marker order comes much sooner.
     # A fixed tokenizer makes the run repeatable: with one drawn per run it once reached only
