@@ -36,13 +36,14 @@ EXPORTS = {  # Auto class that loads model/, metrics the summary must hold
     "mlm+nsp": (AutoModelForMaskedLM, ("eval_nsp_acc", "eval_mlm_acc", "nsp_loss", "mlm_loss")),
 }
 
-# The objectives one after another in one process: one Ray for all of them, as a notebook would.
+# The objectives one after another in one process: one Ray for all of them, as a notebook would;
+# the two-worker runs first, since the local Ray is sized by the first run.
 SCRIPT = textwrap.dedent("""
     import json, sys
     import ray, sslab
     out, two_workers, names, common = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4:]
     summaries = {}
-    for name in names:
+    for name in sorted(names, key=lambda n: n not in two_workers):
         workers = 2 if name in two_workers else 1
         result = sslab.pretrain(None, overrides=[*common, f"objective.name={name}", f"run.out={out}/{name}",
                                                  f"scaling.num_workers={workers}"])
