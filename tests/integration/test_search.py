@@ -66,15 +66,29 @@ def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_
     assert free_resources_return(), ray.util.placement_group_table()
 
 
-def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, tokenizer_dir, tmp_path):
+@pytest.fixture(scope="module")
+def pbt_search(ray_cluster, tokenizer_dir, tmp_path_factory):
+    """One synchronous PBT search of two trials, shared by the PBT tests: at step 10 both pause,
+    the weak one (lr 1e-5) takes the strong one's checkpoint, and both restart from their
+    checkpoints to finish at step 20. Every step is logged, so each trial's first step after the
+    exploit is in its metrics.jsonl."""
     spec = space(scheduler={"name": "pbt", "perturbation_interval": 10, "quantile_fraction": 0.5,
                             "resample_probability": 0.0, "mutations": ["train.lr"]},
                  space={"train.lr": {"grid": [3e-3, 1e-5]}})
-    # Synchronous PBT: at step 10 both trials pause, the weak one (lr 1e-5) takes the strong
-    # one's checkpoint, and both restart from their checkpoints to finish at step 20.
-    result = sslab.tune(spec, out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+    out = tmp_path_factory.mktemp("pbt") / "s"
+    return sslab.tune(spec, out=out, overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}", "train.log_every=1"])
+
+
+def rows_at(run_dir: Path, step: int) -> list[dict]:
+    """The rows metrics.jsonl holds for ``step``, in the order written (a restart may log it again)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if row["step"] == step]
+
+
+def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(pbt_search):
+    result = pbt_search
     assert list(result.table["status"]) == ["FINISHED", "FINISHED"], result.table
-    trials = sorted((tmp_path / "s" / "trials").iterdir())
+    trials = sorted((result.search_dir / "trials").iterdir())
     restarted = [t for t in trials if list(t.glob("restart_*"))]
     assert restarted, "no trial was exploited"
     for run_dir in restarted:
@@ -86,6 +100,25 @@ def test_pbt_restarts_a_weak_trial_from_a_strong_ones_checkpoint(ray_cluster, to
                         if line.strip().startswith("lr:")).split(":")[1])
         assert lr in (3e-3, 1e-5), lr  # explore moved it along the grid, never outside it
     assert free_resources_return()
+
+
+def test_pbt_exploit_restarts_the_weak_trial_from_the_donors_weights_not_its_own(pbt_search):
+    # The loss a step logs is the forward pass of the weights it starts from, on that step's batch.
+    # Both trials draw the same batches (same seed and data) and have no dropout, so after the
+    # exploit the weak trial's step 11 must repeat the donor's step 11 exactly: the learning rate
+    # it now trains at only acts from that step's update on. Had it reloaded its own step-10
+    # checkpoint (weights trained at lr 1e-5), it would repeat its own loss instead.
+    trials = sorted((pbt_search.search_dir / "trials").iterdir())
+    decided = {t: rows_at(t, 10)[0] for t in trials}  # the evaluation PBT ranked them by (first written)
+    weak, donor = sorted(trials, key=lambda t: decided[t]["eval_mlm_loss"], reverse=True)
+    assert next(weak.glob("restart_*"), None), "the weak trial was not exploited"
+    # Before the exploit the two had trained apart: their step-10 losses are far from equal.
+    assert abs(decided[weak]["loss"] - decided[donor]["loss"]) > 0.1, decided
+    # Both restarts went on from step 10, not from scratch: no step up to 10 was trained twice.
+    assert all(len(rows_at(t, step)) == 1 for t in trials for step in range(1, 11))
+    after = {t: rows_at(t, 11)[-1] for t in trials}  # the restarts' step 11 (a restart logs it last)
+    assert after[weak]["loss"] == pytest.approx(after[donor]["loss"], rel=1e-5), (after, decided[weak])
+    assert after[weak]["grad_norm"] == pytest.approx(after[donor]["grad_norm"], rel=1e-4), after
 
 
 def test_a_search_ranks_trials_by_a_downstream_score_of_their_models(ray_cluster, tokenizer_dir, tmp_path):
