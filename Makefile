@@ -38,7 +38,7 @@ test-cluster: install
 test-bench: install
 	$(PY) -m pytest -q -m bench
 
-# The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 1 h 40 min
+# The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 1 h 25 min
 # on 2 cores; BENCH_ARGS="--only training --reps 5" and the like pass through to benchmarks/run.py).
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

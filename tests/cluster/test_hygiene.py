@@ -69,7 +69,7 @@ def test_a_long_sweep_keeps_driver_memory_bounded_and_leaves_nothing_behind(loca
     table = result.table
     assert len(table) == TRIALS and table["trial_id"].is_unique and (table["status"] == "FINISHED").all(), table
 
-    # Memory: what the driver holds after the first 20 trials is what it holds at the end, give or
+    # Memory: what the driver holds after the first fifth of the trials is what it holds at the end, give or
     # take what Tune keeps per trial (its results and state, a few hundred kB each).
     early, late = memory.peak_after(TRIALS // 5), memory.peak_after(TRIALS)
     report = {"trials": TRIALS, "wall_s": round(time.time() - started), "rss_mb_after_a_fifth": round(early),

@@ -5,7 +5,10 @@ sslab starts a local Ray that declares GPUs, Ray Train reserves one for each wor
 AdamW) on the CPU standing in for its GPU, over gloo, and reports MFU against an injected peak.
 Each kind of data path runs on two workers: packed blocks with T5's sentinels (span), sentences
 with document halves for the retrieval eval (simcse+mlm), and segment pairs in a mixture
-(mlm+nsp, from the command line). Each process starts with no Ray running, as a user's would."""
+(mlm+nsp, from the command line). Every objective runs, the encoder ones (mlm, nsp, sop, simcse,
+which share one model and loss path) inside mixtures: each Ray Train run costs ~20 s of start-up
+on 2 cores, and tests/unit/test_accelerator.py steps each objective alone through the same GPU
+recipe. Each process starts with no Ray running, as a user's would."""
 from __future__ import annotations
 
 import json
@@ -29,7 +32,7 @@ SMALL = ["corpus.source=synthetic", "corpus.synthetic.num_docs=400", "model.pres
          "scaling.simulate_gpu=true", "scaling.peak_flops=1e12"]
 CLI_MIXTURE = "mlm+nsp"
 TWO_WORKERS = {"span", "simcse+mlm", CLI_MIXTURE}  # one of each data path
-RUNS = [*available(), "simcse+mlm"]
+RUNS = ["clm", "denoise", "electra", "span", "simcse+mlm", "mlm+sop"]
 EXPORTS = {  # Auto class that loads model/, metrics the summary must hold
     "span": (AutoModelForSeq2SeqLM, ("eval_span_loss", "eval_unigram_loss")),
     "simcse+mlm": (AutoModelForMaskedLM, ("eval_retrieval_acc", "eval_align", "eval_mlm_acc", "simcse_loss", "mlm_loss")),
@@ -72,6 +75,10 @@ def runs(tmp_path_factory, tokenizer_dir):
     summaries = json.loads(each.stdout.strip().splitlines()[-1])
     summaries[CLI_MIXTURE] = json.loads((out / CLI_MIXTURE / "summary.json").read_text())
     return out, summaries
+
+
+def test_every_objective_runs_through_the_gpu_branch():
+    assert {part for run in [*RUNS, CLI_MIXTURE] for part in run.split("+")} == set(available())
 
 
 @pytest.mark.parametrize("name", [*RUNS, CLI_MIXTURE])
