@@ -27,16 +27,16 @@ demo: install
 
 # Everything but the multi-node and fault tests and the benchmark smoke runs (under 20 minutes on 2 cores).
 test: install
-	$(PY) -m pytest -q -m "not cluster and not bench"
+	$(PY) -m pytest -q --durations=25 -m "not cluster and not bench"
 
 # Multi-node runs, node and worker loss, killed drivers, a 30-trial sweep: several Ray nodes
 # on this one machine. CI runs them after make test.
 test-cluster: install
-	$(PY) -m pytest -q -m cluster
+	$(PY) -m pytest -q --durations=25 -m cluster
 
 # Every benchmark script at its smallest size, so none can rot (about 5 minutes). CI runs it.
 test-bench: install
-	$(PY) -m pytest -q -m bench
+	$(PY) -m pytest -q --durations=10 -m bench
 
 # The benchmarks, side by side with the alternatives: writes benchmarks/RESULTS.md (about 1 h 25 min
 # on 2 cores; BENCH_ARGS="--only training --reps 5" and the like pass through to benchmarks/run.py).

@@ -7,15 +7,18 @@ import logging
 import pytest
 import ray
 
-from sslab import synthetic, tokenizer
+from sslab import capacity, synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    # address="local": never join a cluster that `ray start` left on this machine.
-    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING)
+    # address="local": never join a cluster that `ray start` left on this machine. No test reads
+    # the dashboard, whose head and its dozen module processes take ~4 % of a core on 2 cores.
+    # Idle worker processes stay warm between runs, as in the Ray sslab starts (capacity.warm_workers).
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING,
+             _system_config=capacity.warm_workers(4))
     yield
     ray.shutdown()
 

@@ -42,6 +42,20 @@ def machine_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def warm_workers(num_cpus: int) -> dict:
+    """Ray system config that keeps idle worker processes warm for the next task (``ray.init(_system_config=…)``).
+
+    Ray kills an idle worker after a second once the node runs more worker processes than
+    ``num_workers_soft_limit`` (by default, its CPU count), and it counts the processes held by
+    actors too. A Ray Train run holds about seven (its controller, workers, dataset manager and
+    split coordinators), so with the default every Ray Data task of the next pass (sampling,
+    counting, each epoch's stream) started a fresh Python that spent ~8 s importing torch and
+    transformers for sslab's objectives: on 2 cores, half of a tiny run's wall time. Room for the
+    actors of a few concurrent runs beside one task worker per CPU keeps them warm; an idle
+    worker holds ~0.5 GB, and Ray still never keeps more than the peak a run asked for."""
+    return {"num_workers_soft_limit": num_cpus + 24}
+
+
 def machine_shortfall(workers: int, cpus_per_worker: float) -> str | None:
     """Why ``workers`` training workers of ``cpus_per_worker`` CPUs cannot run on this machine
     alone, or None if they can. Ray Data's CPU may be the one more logical CPU the local Ray

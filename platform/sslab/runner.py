@@ -170,7 +170,9 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float,
                     "it with RAY_ADDRESS", ", ".join(sorted(others)))
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
     gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
-    ray.init(address="local", num_cpus=max(capacity.machine_cpus(), needed), logging_level=logging.WARNING, **gpus)
+    num_cpus = max(capacity.machine_cpus(), needed)
+    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
+             _system_config=capacity.warm_workers(num_cpus), **gpus)
 
 
 def use_gpu(cfg: Config) -> bool:

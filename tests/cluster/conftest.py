@@ -9,6 +9,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from sslab import capacity
+
 NODE_CPUS = 3  # two training workers, or one worker and Ray Data, fit on one node
 
 
@@ -16,7 +18,9 @@ class Nodes:
     """The test cluster; ``workers`` are its two CPU nodes."""
 
     def __init__(self):
-        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        # Idle workers stay warm between runs, as in the local Ray sslab starts.
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "_system_config": capacity.warm_workers(NODE_CPUS)})
         self.workers = [self.cluster.add_node(num_cpus=NODE_CPUS) for _ in range(2)]
         self.cluster.wait_for_nodes()
 

@@ -14,6 +14,7 @@ import ray
 from ray.util.state import list_actors
 
 import sslab
+from sslab import capacity
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -30,7 +31,8 @@ TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=200", "train.seq_len=32
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=6, logging_level=logging.WARNING)  # three trials at a time
+    # Three trials at a time; idle workers stay warm, as in the Ray sslab starts.
+    ray.init(address="local", num_cpus=6, logging_level=logging.WARNING, _system_config=capacity.warm_workers(6))
     yield
     ray.shutdown()
 

@@ -42,7 +42,8 @@ def cores(monkeypatch) -> int:
 
 
 def local(num_cpus: int) -> dict:
-    return {"address": "local", "num_cpus": num_cpus, "logging_level": logging.WARNING}
+    return {"address": "local", "num_cpus": num_cpus, "logging_level": logging.WARNING,
+            "_system_config": capacity.warm_workers(num_cpus)}
 
 
 def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init, cores):
