@@ -14,11 +14,11 @@ from sslab.config import SyntheticConfig, TokenizerConfig
 @pytest.fixture(scope="session")
 def ray_cluster():
     # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    # address="local": never join a cluster that `ray start` left on this machine. No test reads
-    # the dashboard, whose head and its dozen module processes take ~4 % of a core on 2 cores.
-    # Idle worker processes stay warm between runs, as in the Ray sslab starts (capacity.warm_workers).
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING,
-             _system_config=capacity.warm_workers(4))
+    # address="local": never join a cluster that `ray start` left on this machine. The dashboard
+    # stays: Ray Train's placement-group cleaner finds stopped runs through its State API, and
+    # without it a stopped trial's CPUs are never freed. Idle worker processes stay warm between
+    # runs, as in the Ray sslab starts (capacity.warm_workers).
+    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, _system_config=capacity.warm_workers(4))
     yield
     ray.shutdown()
 
