@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sslab.tokenizer import Vocab
 
 Batch = dict[str, np.ndarray]
+IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
 Unit = Literal["packed", "sentences", "pairs"]
 
 # ---------------------------------------------------------------- per-row randomness

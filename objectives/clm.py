@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from sslab import models
+from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig
-from sslab.objectives.base import Batch, Objective, RowRandom, register
+from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, register
 from sslab.objectives.mlm import token_sums
 
-IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
+if TYPE_CHECKING:
+    from transformers import GPT2Config
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+transformers = lazy.module("transformers")
+models = lazy.module("sslab.models")
 
 
 @dataclass(kw_only=True)
@@ -29,10 +34,10 @@ def decoder_config(cfg: ModelConfig, vocab) -> GPT2Config:
     # None means no dropout: modern LM pretraining runs without it (one pass over plenty of data
     # does not overfit), unlike GPT-2's own 0.1.
     drop = 0.0 if cfg.dropout is None else cfg.dropout
-    return GPT2Config(vocab_size=vocab.size, n_positions=cfg.max_positions, n_embd=hidden, n_layer=layers,
-                      n_head=heads, n_inner=inter, resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop,
-                      bos_token_id=vocab.cls_id, eos_token_id=vocab.sep_id, pad_token_id=vocab.pad_id,
-                      attn_implementation="sdpa")
+    return transformers.GPT2Config(
+        vocab_size=vocab.size, n_positions=cfg.max_positions, n_embd=hidden, n_layer=layers, n_head=heads,
+        n_inner=inter, resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop, bos_token_id=vocab.cls_id,
+        eos_token_id=vocab.sep_id, pad_token_id=vocab.pad_id, attn_implementation="sdpa")
 
 
 def next_token_labels(ids: np.ndarray, pad_id: int) -> Batch:
@@ -67,8 +72,8 @@ class CLM(Objective):
 
     def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
         if model_cfg.init_from:
-            return models.from_pretrained(AutoModelForCausalLM, model_cfg, self.vocab.size)
-        return GPT2LMHeadModel(decoder_config(model_cfg, self.vocab))
+            return models.from_pretrained(transformers.AutoModelForCausalLM, model_cfg, self.vocab.size)
+        return transformers.GPT2LMHeadModel(decoder_config(model_cfg, self.vocab))
 
     def loss(self, model, batch):
         out = model(input_ids=batch["input_ids"], labels=batch["labels"])

@@ -11,19 +11,24 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration
 
-from sslab import models
+from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, Objective, RowRandom, encoder_decoder_tokens, register
+from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, encoder_decoder_tokens, register
 from sslab.objectives.mlm import token_sums, unigram_baseline
 
-IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
+if TYPE_CHECKING:
+    from transformers import BartConfig
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+F = lazy.module("torch.nn.functional")
+transformers = lazy.module("transformers")
+models = lazy.module("sslab.models")
 
 
 @dataclass(kw_only=True)
@@ -182,13 +187,13 @@ def bart_config(cfg: ModelConfig, vocab) -> BartConfig:
     """A BART config of preset size (encoder and decoder alike) with SDPA attention."""
     hidden, layers, heads, inter = models.PRESETS[cfg.preset]
     drop = 0.1 if cfg.dropout is None else cfg.dropout  # BART's own
-    return BartConfig(vocab_size=vocab.size, d_model=hidden, encoder_layers=layers, decoder_layers=layers,
-                      encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=inter,
-                      decoder_ffn_dim=inter, max_position_embeddings=cfg.max_positions, dropout=drop,
-                      attention_dropout=drop, pad_token_id=vocab.pad_id, bos_token_id=vocab.cls_id,
-                      eos_token_id=vocab.sep_id, forced_eos_token_id=vocab.sep_id,
-                      decoder_start_token_id=vocab.sep_id,  # BART starts decoding with </s>
-                      attn_implementation="sdpa")
+    return transformers.BartConfig(
+        vocab_size=vocab.size, d_model=hidden, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=inter, decoder_ffn_dim=inter,
+        max_position_embeddings=cfg.max_positions, dropout=drop, attention_dropout=drop, pad_token_id=vocab.pad_id,
+        bos_token_id=vocab.cls_id, eos_token_id=vocab.sep_id, forced_eos_token_id=vocab.sep_id,
+        decoder_start_token_id=vocab.sep_id,  # BART starts decoding with </s>
+        attn_implementation="sdpa")
 
 
 @register
@@ -218,8 +223,8 @@ class Denoise(Objective):
 
     def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
         if model_cfg.init_from:
-            return models.from_pretrained(AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
-        return BartForConditionalGeneration(bart_config(model_cfg, self.vocab))
+            return models.from_pretrained(transformers.AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
+        return transformers.BartForConditionalGeneration(bart_config(model_cfg, self.vocab))
 
     def model_tokens(self, batch):
         return encoder_decoder_tokens(batch)

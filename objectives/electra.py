@@ -11,16 +11,24 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForPreTraining, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+from typing import TYPE_CHECKING
 
-from sslab import models
+import numpy as np
+
+from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, Objective, RowRandom, register
-from sslab.objectives.mlm import IGNORE, mask_tokens
+from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, register
+from sslab.objectives.mlm import mask_tokens
+
+if TYPE_CHECKING:
+    from transformers import ElectraConfig
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+F = lazy.module("torch.nn.functional")
+transformers = lazy.module("transformers")
+models = lazy.module("sslab.models")
 
 # Of the selected tokens the generator sees 85 % as [MASK] and 15 % unchanged, never a random
 # token: google-research/electra, pretrain_helpers.mask.
@@ -52,7 +60,7 @@ class ELECTRAConfig(ObjectiveConfig):
               self.temperature, "a positive number")
 
 
-# ---------------------------------------------------------------- the two networks
+# ---------------------------------------------------------------- the two networks' configs
 
 
 def discriminator_config(cfg: ModelConfig, vocab) -> ElectraConfig:
@@ -61,10 +69,11 @@ def discriminator_config(cfg: ModelConfig, vocab) -> ElectraConfig:
     ELECTRA has its own (BERT-like) architecture, so ``model.arch`` does not apply."""
     hidden, layers, heads, inter = models.PRESETS[cfg.preset]
     drop = 0.1 if cfg.dropout is None else cfg.dropout  # ELECTRA's (BERT's) dropout
-    return ElectraConfig(vocab_size=vocab.size, embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, intermediate_size=inter, max_position_embeddings=cfg.max_positions,
-                         hidden_dropout_prob=drop, attention_probs_dropout_prob=drop, pad_token_id=vocab.pad_id,
-                         attn_implementation="sdpa")
+    return transformers.ElectraConfig(
+        vocab_size=vocab.size, embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=inter, max_position_embeddings=cfg.max_positions,
+        hidden_dropout_prob=drop, attention_probs_dropout_prob=drop, pad_token_id=vocab.pad_id,
+        attn_implementation="sdpa")
 
 
 def generator_config(disc: ElectraConfig, fraction: float) -> ElectraConfig:
@@ -77,74 +86,13 @@ def generator_config(disc: ElectraConfig, fraction: float) -> ElectraConfig:
     heads = max(1, round(disc.num_attention_heads * fraction))
     while hidden % heads:
         heads -= 1
-    return ElectraConfig(vocab_size=disc.vocab_size, embedding_size=disc.embedding_size, hidden_size=hidden,
-                         num_hidden_layers=disc.num_hidden_layers, num_attention_heads=heads,
-                         intermediate_size=max(1, round(disc.intermediate_size * fraction)),
-                         max_position_embeddings=disc.max_position_embeddings, type_vocab_size=disc.type_vocab_size,
-                         hidden_dropout_prob=disc.hidden_dropout_prob,
-                         attention_probs_dropout_prob=disc.attention_probs_dropout_prob,
-                         pad_token_id=disc.pad_token_id, attn_implementation="sdpa")
-
-
-def replace_with_samples(logits: torch.Tensor, original: torch.Tensor, selected: torch.Tensor,
-                         temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The discriminator's input and its labels: ``original`` with the ``selected`` positions
-    replaced by draws from ``softmax(logits / temperature)`` (one row of logits per selected
-    position). A draw equal to the original token counts as original, as in the paper.
-
-    No gradient flows through the sampling: the generator learns from its MLM loss only.
-    The draws use torch's global RNG, which the train loop reseeds every step.
-    """
-    with torch.no_grad():
-        probs = torch.softmax(logits.detach().float() / temperature, dim=-1)
-        fake = original.clone()
-        if probs.shape[0]:
-            fake[selected] = torch.multinomial(probs, 1).squeeze(-1)
-        return fake, fake != original
-
-
-class ElectraPair(torch.nn.Module):
-    """Generator and discriminator as one module, so that one forward (DDP's unit) trains both."""
-
-    def __init__(self, generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining,
-                 disc_weight: float, temperature: float):
-        super().__init__()
-        if generator.config.embedding_size != discriminator.config.embedding_size \
-                or generator.config.vocab_size != discriminator.config.vocab_size:
-            raise ConfigError("the ELECTRA generator's embeddings do not fit the discriminator's: "
-                              f"{generator.config.vocab_size}x{generator.config.embedding_size} vs "
-                              f"{discriminator.config.vocab_size}x{discriminator.config.embedding_size}")
-        # Share token, position and type embeddings (section 3.2); the generator's output layer
-        # stays tied to the shared token embeddings.
-        generator.electra.embeddings = discriminator.electra.embeddings
-        generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
-        self.generator, self.discriminator = generator, discriminator
-        self.disc_weight, self.temperature = disc_weight, temperature
-        self.config = discriminator.config  # its pad id scores the discriminator
-
-    def generator_logits(self, input_ids: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-        """The generator's vocabulary logits at the ``selected`` positions only (rows, vocab):
-        the output layer is the widest matrix, and only masked positions are scored."""
-        g = self.generator
-        hidden = g.electra(input_ids=input_ids).last_hidden_state[selected]
-        return g.generator_lm_head(g.generator_predictions(hidden))
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, original: torch.Tensor) -> dict:
-        """Generator MLM loss, sampled replacements, discriminator RTD loss; the total and parts."""
-        selected = labels != IGNORE
-        logits = self.generator_logits(input_ids, selected).float()
-        targets = labels[selected]
-        gen_loss = F.cross_entropy(logits, targets, reduction="sum") / selected.sum().clamp(min=1)
-        fake, replaced = replace_with_samples(logits, original, selected, self.temperature)
-        disc_logits = self.discriminator(input_ids=fake).logits.float()
-        # ELECTRA scores every real token, [CLS] and [SEP] included; packed blocks have no padding.
-        scored = original != self.config.pad_token_id
-        disc_loss = F.binary_cross_entropy_with_logits(disc_logits[scored], replaced[scored].float())
-        with torch.no_grad():
-            gen_acc = (logits.argmax(-1) == targets).float().mean() if targets.numel() else logits.new_zeros(())
-            disc_acc = ((disc_logits[scored] > 0) == replaced[scored]).float().mean()
-        return {"loss": gen_loss + self.disc_weight * disc_loss, "gen_loss": gen_loss, "disc_loss": disc_loss,
-                "gen_acc": gen_acc, "disc_acc": disc_acc}
+    return transformers.ElectraConfig(
+        vocab_size=disc.vocab_size, embedding_size=disc.embedding_size, hidden_size=hidden,
+        num_hidden_layers=disc.num_hidden_layers, num_attention_heads=heads,
+        intermediate_size=max(1, round(disc.intermediate_size * fraction)),
+        max_position_embeddings=disc.max_position_embeddings, type_vocab_size=disc.type_vocab_size,
+        hidden_dropout_prob=disc.hidden_dropout_prob, attention_probs_dropout_prob=disc.attention_probs_dropout_prob,
+        pad_token_id=disc.pad_token_id, attn_implementation="sdpa")
 
 
 # ---------------------------------------------------------------- the objective
@@ -185,17 +133,18 @@ class ELECTRA(Objective):
     def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
         c = self.cfg
         if model_cfg.init_from:
-            disc = models.from_pretrained(AutoModelForPreTraining, model_cfg, self.vocab.size)
-            if not isinstance(disc, ElectraForPreTraining):
+            disc = models.from_pretrained(transformers.AutoModelForPreTraining, model_cfg, self.vocab.size)
+            if not isinstance(disc, transformers.ElectraForPreTraining):
                 raise ConfigError(f"model.init_from={model_cfg.init_from!r} holds a {disc.config.model_type} model; "
                                   "objective 'electra' continues an ELECTRA discriminator")
             gen_dir = Path(model_cfg.init_from) / "generator"
-            gen = (ElectraForMaskedLM.from_pretrained(str(gen_dir), local_files_only=True, attn_implementation="sdpa")
-                   if gen_dir.is_dir() else ElectraForMaskedLM(generator_config(disc.config, c.generator_fraction)))
+            gen_cls = transformers.ElectraForMaskedLM
+            gen = (gen_cls.from_pretrained(str(gen_dir), local_files_only=True, attn_implementation="sdpa")
+                   if gen_dir.is_dir() else gen_cls(generator_config(disc.config, c.generator_fraction)))
         else:
-            disc = ElectraForPreTraining(discriminator_config(model_cfg, self.vocab))
-            gen = ElectraForMaskedLM(generator_config(disc.config, c.generator_fraction))
-        return ElectraPair(gen, disc, c.disc_weight, c.temperature)
+            disc = transformers.ElectraForPreTraining(discriminator_config(model_cfg, self.vocab))
+            gen = transformers.ElectraForMaskedLM(generator_config(disc.config, c.generator_fraction))
+        return models.ElectraPair(gen, disc, c.disc_weight, c.temperature)
 
     def loss(self, model, batch):
         out = model(input_ids=batch["input_ids"], labels=batch["labels"], original=batch["original"])

@@ -1,7 +1,7 @@
 """The bidirectional encoder that mlm, nsp, sop and simcse train, and what lets them mix.
 
 Each of these objectives reads some (rows, T) id arrays of its batch through one shared
-``transformers`` encoder and adds at most a small head. :class:`EncoderWithHeads` encodes every
+``transformers`` encoder and adds at most a small head. :class:`~sslab.models.EncoderWithHeads` encodes every
 array a batch needs in ONE forward call (DistributedDataParallel allows one forward per
 backward), so BERT's ``mlm + nsp`` or SimCSE's ``simcse + mlm`` costs a single pass.
 """
@@ -9,62 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from transformers import AutoModel, AutoModelForMaskedLM
 
-from sslab import models
+from sslab import lazy
 from sslab.config import ModelConfig
 from sslab.objectives.base import Objective, RowRandom, frame, unwrap
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sslab.models import Encoded, EncoderWithHeads
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+F = lazy.module("torch.nn.functional")
+transformers = lazy.module("transformers")
+models = lazy.module("sslab.models")
+
 HEADS_FILE = "heads.pt"  # the small heads (NSP/SOP classifiers) next to the exported encoder
-
-
-@dataclass
-class Encoded:
-    """What the encoder made of one id array: last hidden states and, with an MLM head, logits."""
-
-    hidden: torch.Tensor
-    logits: torch.Tensor | None
-
-
-class EncoderWithHeads(nn.Module):
-    """A Hugging Face encoder (with its MLM head when an objective needs one) plus extra heads."""
-
-    def __init__(self, lm: nn.Module, heads: dict[str, nn.Module], pad_id: int, padded: bool):
-        super().__init__()
-        self.lm = lm
-        self.heads = nn.ModuleDict(heads)
-        self.pad_id, self.padded = pad_id, padded
-        self._hidden: torch.Tensor | None = None
-        # The hook hands over the encoder's own last hidden state, whatever the family calls its
-        # MLM head (ModernBERT head+decoder, BERT cls, RoBERTa lm_head).
-        lm.base_model.register_forward_hook(self._keep_hidden)
-
-    def _keep_hidden(self, module, args, output) -> None:
-        self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-
-    def forward(self, batch: dict[str, torch.Tensor], keys: list[str]) -> dict[str, list[Encoded]]:
-        """Encode ``batch[k]`` for every ``k`` in ``keys`` in one pass; a key listed twice is
-        encoded twice (two dropout views, as SimCSE wants)."""
-        ids = torch.cat([batch[k] for k in keys])
-        mask = (ids != self.pad_id).long() if self.padded else None
-        out = self.lm(input_ids=ids, attention_mask=mask)
-        logits = getattr(out, "logits", None)
-        hidden, self._hidden = self._hidden, None
-        result: dict[str, list[Encoded]] = {}
-        start = 0
-        for k in keys:
-            rows = slice(start, start + len(batch[k]))
-            result.setdefault(k, []).append(Encoded(hidden[rows], None if logits is None else logits[rows]))
-            start = rows.stop
-        return result
 
 
 def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padded: bool,
@@ -74,7 +39,8 @@ def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padd
     ``dropout`` is the objective's default when ``model.dropout`` is unset (SimCSE needs some).
     """
     if model_cfg.init_from:
-        lm = models.from_pretrained(AutoModelForMaskedLM if lm_head else AutoModel, model_cfg, vocab.size)
+        auto = transformers.AutoModelForMaskedLM if lm_head else transformers.AutoModel
+        lm = models.from_pretrained(auto, model_cfg, vocab.size)
         heads = make_heads(lm.config.hidden_size)
         heads_file = Path(model_cfg.init_from) / HEADS_FILE
         if heads and heads_file.is_file():  # continued pretraining keeps the heads it had
@@ -82,21 +48,21 @@ def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padd
             for name, head in heads.items():
                 if name in saved:
                     head.load_state_dict(saved[name])
-        return EncoderWithHeads(lm, heads, vocab.pad_id, padded)
+        return models.EncoderWithHeads(lm, heads, vocab.pad_id, padded)
     if model_cfg.dropout is None and dropout is not None:
         model_cfg = dataclasses.replace(model_cfg, dropout=dropout)
     config = models.encoder_config(model_cfg, vocab)
     if lm_head:
-        lm = AutoModelForMaskedLM.from_config(config)
+        lm = transformers.AutoModelForMaskedLM.from_config(config)
     else:  # BERT and RoBERTa would add a pooler no objective here trains; DDP rejects unused weights
         extra = {} if model_cfg.arch == "modernbert" else {"add_pooling_layer": False}
-        lm = AutoModel.from_config(config, **extra)
-    return EncoderWithHeads(lm, make_heads(config.hidden_size), vocab.pad_id, padded)
+        lm = transformers.AutoModel.from_config(config, **extra)
+    return models.EncoderWithHeads(lm, make_heads(config.hidden_size), vocab.pad_id, padded)
 
 
 def pair_head(hidden: int) -> nn.Module:
     """BERT's pooler (dense + tanh on the first token) and a two-way classifier."""
-    return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+    return torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2))
 
 
 def inputs_of(part: EncoderObjective, training: bool) -> tuple[str, ...]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from sslab import lazy
 from sslab.config import EvalConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, RowRandom, register
+from sslab.objectives.base import IGNORE, Batch, RowRandom, register
 from sslab.objectives.encoder import EncoderObjective
 
-IGNORE = -100  # label of positions that are not scored (PyTorch's cross-entropy default)
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+F = lazy.module("torch.nn.functional")
 
 
 @dataclass(kw_only=True)

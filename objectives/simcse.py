@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
+from sslab import lazy
 from sslab.config import ObjectiveConfig, check
 from sslab.objectives.base import frame, register
 from sslab.objectives.encoder import EncoderObjective
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+dist = lazy.module("torch.distributed")
+F = lazy.module("torch.nn.functional")
+models = lazy.module("sslab.models")
 
 RETRIEVAL_POOL = 16  # candidates per retrieval query at evaluation (chance: 1/16)
 
@@ -33,27 +37,6 @@ class SimCSEConfig(ObjectiveConfig):
 
     def __post_init__(self):
         check(self.tau > 0, "objective.tau", self.tau, "a positive number")
-
-
-class GatherWithGrad(torch.autograd.Function):
-    """``all_gather`` whose backward sums every worker's gradient and keeps this worker's slice.
-
-    Each worker's loss uses every worker's rows as negatives, so a row's gradient has parts
-    from every worker's loss; summing them here, then DDP's mean over workers, gives exactly
-    the gradient of the mean loss over the global batch (SimCLR's GatherLayer does the same).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad.chunk(dist.get_world_size())[dist.get_rank()]
 
 
 def distributed() -> bool:
@@ -102,7 +85,7 @@ class SimCSE(EncoderObjective):
         offset = 0
         if distributed():
             offset = dist.get_rank() * len(z1)
-            z2 = GatherWithGrad.apply(z2)
+            z2 = models.GatherWithGrad.apply(z2)
         logits = z1 @ z2.T / self.cfg.tau
         target = torch.arange(len(z1), device=z1.device) + offset
         acc = (logits.argmax(-1) == target).float().mean()

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
+from typing import TYPE_CHECKING
 
-from sslab import models
+import numpy as np
+
+from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import Batch, Objective, RowRandom, encoder_decoder_tokens, register
 from sslab.objectives.mlm import token_sums
+
+if TYPE_CHECKING:
+    from transformers import T5Config
+
+# The model side's modules, imported on first use: Ray Data's processes run transform() without them.
+torch = lazy.module("torch")
+transformers = lazy.module("transformers")
+models = lazy.module("sslab.models")
 
 NUM_SENTINELS = 100  # T5's count; fixed so the vocabulary does not depend on searched knobs
 
@@ -131,11 +139,11 @@ def t5_config(cfg: ModelConfig, vocab) -> T5Config:
     ``model.max_positions`` does not bound it.
     """
     hidden, layers, heads, inter = models.PRESETS[cfg.preset]
-    return T5Config(vocab_size=vocab.size, d_model=hidden, d_ff=inter, d_kv=hidden // heads, num_layers=layers,
-                    num_decoder_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
-                    dropout_rate=0.0 if cfg.dropout is None else cfg.dropout,
-                    pad_token_id=vocab.pad_id, eos_token_id=vocab.sep_id, decoder_start_token_id=vocab.pad_id,
-                    attn_implementation="sdpa")
+    return transformers.T5Config(
+        vocab_size=vocab.size, d_model=hidden, d_ff=inter, d_kv=hidden // heads, num_layers=layers,
+        num_decoder_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
+        dropout_rate=0.0 if cfg.dropout is None else cfg.dropout, pad_token_id=vocab.pad_id,
+        eos_token_id=vocab.sep_id, decoder_start_token_id=vocab.pad_id, attn_implementation="sdpa")
 
 
 @register
@@ -179,8 +187,8 @@ class Span(Objective):
 
     def build_model(self, model_cfg: ModelConfig) -> torch.nn.Module:
         if model_cfg.init_from:
-            return models.from_pretrained(AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
-        return T5ForConditionalGeneration(t5_config(model_cfg, self.vocab))
+            return models.from_pretrained(transformers.AutoModelForSeq2SeqLM, model_cfg, self.vocab.size)
+        return transformers.T5ForConditionalGeneration(t5_config(model_cfg, self.vocab))
 
     def model_tokens(self, batch):
         return encoder_decoder_tokens(batch)

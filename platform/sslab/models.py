@@ -1,13 +1,24 @@
-"""Model presets, built from ``transformers`` configs (never downloaded), and FLOP accounting."""
+"""Model presets, built from ``transformers`` configs (never downloaded), FLOP accounting, and the
+torch modules the objectives assemble around ``transformers`` models.
+
+The objectives name this module lazily (:mod:`sslab.lazy`): everything torch needs is here or in
+their model-side methods, so the processes that only corrupt data never import torch.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BertConfig, ModernBertConfig, PretrainedConfig, PreTrainedModel, RobertaConfig
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import (AutoConfig, BertConfig, ElectraForMaskedLM, ElectraForPreTraining, ModernBertConfig,
+                          PretrainedConfig, PreTrainedModel, RobertaConfig)
 
 from sslab.config import ModelConfig
 from sslab.errors import ConfigError
+from sslab.objectives.base import IGNORE
 
 # (hidden, layers, heads, intermediate): BERT's own sizes from base up, Turc et al. 2019 below.
 PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -90,3 +101,135 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+# ---------------------------------------------------------------- the encoder objectives' network
+
+
+@dataclass
+class Encoded:
+    """What the encoder made of one id array: last hidden states and, with an MLM head, logits."""
+
+    hidden: torch.Tensor
+    logits: torch.Tensor | None
+
+
+class EncoderWithHeads(nn.Module):
+    """A Hugging Face encoder (with its MLM head when an objective needs one) plus extra heads."""
+
+    def __init__(self, lm: nn.Module, heads: dict[str, nn.Module], pad_id: int, padded: bool):
+        super().__init__()
+        self.lm = lm
+        self.heads = nn.ModuleDict(heads)
+        self.pad_id, self.padded = pad_id, padded
+        self._hidden: torch.Tensor | None = None
+        # The hook hands over the encoder's own last hidden state, whatever the family calls its
+        # MLM head (ModernBERT head+decoder, BERT cls, RoBERTa lm_head).
+        lm.base_model.register_forward_hook(self._keep_hidden)
+
+    def _keep_hidden(self, module, args, output) -> None:
+        self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def forward(self, batch: dict[str, torch.Tensor], keys: list[str]) -> dict[str, list[Encoded]]:
+        """Encode ``batch[k]`` for every ``k`` in ``keys`` in one pass; a key listed twice is
+        encoded twice (two dropout views, as SimCSE wants)."""
+        ids = torch.cat([batch[k] for k in keys])
+        mask = (ids != self.pad_id).long() if self.padded else None
+        out = self.lm(input_ids=ids, attention_mask=mask)
+        logits = getattr(out, "logits", None)
+        hidden, self._hidden = self._hidden, None
+        result: dict[str, list[Encoded]] = {}
+        start = 0
+        for k in keys:
+            rows = slice(start, start + len(batch[k]))
+            result.setdefault(k, []).append(Encoded(hidden[rows], None if logits is None else logits[rows]))
+            start = rows.stop
+        return result
+
+
+# ---------------------------------------------------------------- ELECTRA's generator and discriminator
+
+
+def replace_with_samples(logits: torch.Tensor, original: torch.Tensor, selected: torch.Tensor,
+                         temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's input and its labels: ``original`` with the ``selected`` positions
+    replaced by draws from ``softmax(logits / temperature)`` (one row of logits per selected
+    position). A draw equal to the original token counts as original, as in the paper.
+
+    No gradient flows through the sampling: the generator learns from its MLM loss only.
+    The draws use torch's global RNG, which the train loop reseeds every step.
+    """
+    with torch.no_grad():
+        probs = torch.softmax(logits.detach().float() / temperature, dim=-1)
+        fake = original.clone()
+        if probs.shape[0]:
+            fake[selected] = torch.multinomial(probs, 1).squeeze(-1)
+        return fake, fake != original
+
+
+class ElectraPair(torch.nn.Module):
+    """Generator and discriminator as one module, so that one forward (DDP's unit) trains both."""
+
+    def __init__(self, generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining,
+                 disc_weight: float, temperature: float):
+        super().__init__()
+        if generator.config.embedding_size != discriminator.config.embedding_size \
+                or generator.config.vocab_size != discriminator.config.vocab_size:
+            raise ConfigError("the ELECTRA generator's embeddings do not fit the discriminator's: "
+                              f"{generator.config.vocab_size}x{generator.config.embedding_size} vs "
+                              f"{discriminator.config.vocab_size}x{discriminator.config.embedding_size}")
+        # Share token, position and type embeddings (section 3.2); the generator's output layer
+        # stays tied to the shared token embeddings.
+        generator.electra.embeddings = discriminator.electra.embeddings
+        generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+        self.generator, self.discriminator = generator, discriminator
+        self.disc_weight, self.temperature = disc_weight, temperature
+        self.config = discriminator.config  # its pad id scores the discriminator
+
+    def generator_logits(self, input_ids: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """The generator's vocabulary logits at the ``selected`` positions only (rows, vocab):
+        the output layer is the widest matrix, and only masked positions are scored."""
+        g = self.generator
+        hidden = g.electra(input_ids=input_ids).last_hidden_state[selected]
+        return g.generator_lm_head(g.generator_predictions(hidden))
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, original: torch.Tensor) -> dict:
+        """Generator MLM loss, sampled replacements, discriminator RTD loss; the total and parts."""
+        selected = labels != IGNORE
+        logits = self.generator_logits(input_ids, selected).float()
+        targets = labels[selected]
+        gen_loss = F.cross_entropy(logits, targets, reduction="sum") / selected.sum().clamp(min=1)
+        fake, replaced = replace_with_samples(logits, original, selected, self.temperature)
+        disc_logits = self.discriminator(input_ids=fake).logits.float()
+        # ELECTRA scores every real token, [CLS] and [SEP] included; packed blocks have no padding.
+        scored = original != self.config.pad_token_id
+        disc_loss = F.binary_cross_entropy_with_logits(disc_logits[scored], replaced[scored].float())
+        with torch.no_grad():
+            gen_acc = (logits.argmax(-1) == targets).float().mean() if targets.numel() else logits.new_zeros(())
+            disc_acc = ((disc_logits[scored] > 0) == replaced[scored]).float().mean()
+        return {"loss": gen_loss + self.disc_weight * disc_loss, "gen_loss": gen_loss, "disc_loss": disc_loss,
+                "gen_acc": gen_acc, "disc_acc": disc_acc}
+
+
+# ---------------------------------------------------------------- SimCSE's global negatives
+
+
+class GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward sums every worker's gradient and keeps this worker's slice.
+
+    Each worker's loss uses every worker's rows as negatives, so a row's gradient has parts
+    from every worker's loss; summing them here, then DDP's mean over workers, gives exactly
+    the gradient of the mean loss over the global batch (SimCLR's GatherLayer does the same).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]

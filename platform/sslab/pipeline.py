@@ -14,13 +14,16 @@ import re
 import numpy as np
 import pyarrow as pa
 import ray.data
-import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.data.extensions import ArrowTensorArray
 from tokenizers import Tokenizer
 
+from sslab import lazy
 from sslab.config import Config, EvalConfig
 from sslab.objectives.base import Objective, RowRandom, splitmix64
+
+# Only the training workers' collate needs torch; Ray Data's processes run this module without it.
+torch = lazy.module("torch")
 
 TOKENIZE_BATCH = 1024  # documents per map_batches call; packing leftovers are dropped per batch
 CORRUPT_BATCH = 256  # blocks per corruption call

@@ -12,13 +12,20 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 
+from sslab import lazy
 from sslab.config import TokenizerConfig
 from sslab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+# Ray Data's processes unpickle a Vocab (an objective holds one) and never load a tokenizer.
+transformers = lazy.module("transformers")
 
 log = logging.getLogger("sslab.tokenizer")
 
@@ -84,7 +91,7 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], max_length: int)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{first} $A {last}", pair=f"{first} $A {last} $B:1 {last}:1",
         special_tokens=[(first, tok.token_to_id(first)), (last, tok.token_to_id(last))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **specials)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **specials)
 
 
 def _train_wordpiece(vocab_size: int, texts: list[str]) -> Tokenizer:
@@ -123,7 +130,7 @@ def _continuing_pieces(texts: list[str]) -> list[str]:
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a fast tokenizer from a local directory (never from the network)."""
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
         raise ConfigError(f"tokenizer.path={str(path)!r} holds no loadable tokenizer: {e}".splitlines()[0]) from None
     if not tok.is_fast:
@@ -176,7 +183,7 @@ def check_init_from(cfg: TokenizerConfig, init_from: str | None, run_dir: Path, 
     tok = load_tokenizer(path)
     named = f"tokenizer.path={path!r}" if path == cfg.path else f"the tokenizer in {path}"
     try:
-        embeddings = AutoConfig.from_pretrained(init_from, local_files_only=True).vocab_size
+        embeddings = transformers.AutoConfig.from_pretrained(init_from, local_files_only=True).vocab_size
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.init_from={init_from!r} holds no Hugging Face model: {e}".splitlines()[0]) from None
     size = len(tok) + len(set(extra_tokens) - set(tok.get_vocab()))

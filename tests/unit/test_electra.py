@@ -13,8 +13,9 @@ from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
 from learning import learn
 from sslab import models, tokenizer
 from sslab.config import ConfigError, EvalConfig, ModelConfig
+from sslab.models import ElectraPair, replace_with_samples
 from sslab.objectives.base import RowRandom
-from sslab.objectives.electra import ELECTRA, ELECTRAConfig, ElectraPair, replace_with_samples
+from sslab.objectives.electra import ELECTRA, ELECTRAConfig
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 
 SEQ_LEN = 64

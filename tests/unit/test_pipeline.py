@@ -1,7 +1,13 @@
 """The data path without a cluster: packing, row ids, epoch count, and the per-epoch corruption."""
+import functools
+import pickle
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
+import ray.cloudpickle
 from ray.data.extensions import ArrowTensorType, ArrowTensorTypeV2
 
 from sslab import pipeline, synthetic, tokenizer
@@ -170,3 +176,54 @@ def test_corrupt_with_a_protocol_applies_the_fixed_eval_masking(vocab, docs):
     eligible = ~np.isin(batch["input_ids"], vocab.special_ids)
     rate = (low["labels"] != IGNORE).sum() / eligible.sum()
     assert abs(rate - 0.25) < 4 * np.sqrt(0.25 * 0.75 / eligible.sum())
+
+
+# ---------------------------------------------------------------- the corruption's processes
+
+FRESH_PROCESS = """
+import pickle, sys
+calls = pickle.load(sys.stdin.buffer)
+outputs = [fn(batch) for fn, batch in calls]
+heavy = sorted(name for name in ("torch", "transformers") if name in sys.modules)
+sys.stdout.buffer.write(pickle.dumps((outputs, heavy)))
+"""
+
+
+def numpy_batch(table: pa.Table) -> dict[str, np.ndarray]:
+    """A table's columns as ``map_batches`` hands them to a numpy-format function."""
+    return {name: col.combine_chunks().to_numpy_ndarray() if isinstance(col.type, ArrowTensorType | ArrowTensorTypeV2)
+            else col.to_numpy() for name, col in zip(table.column_names, table.columns)}
+
+
+def test_a_fresh_process_corrupts_for_every_objective_without_importing_torch_or_transformers():
+    """Ray Data's workers, and Ray Train's controller, dataset manager and split coordinators, are
+    fresh processes that unpickle the corruption: each would spend ~8 s of a core importing torch
+    and transformers at the start of every run. Every objective and mixture corrupts its training
+    and validation rows in such a process without them, exactly as the driver does."""
+    from blocks import corpus_tokenizer, texts
+    from sslab.config import load
+    from sslab.objectives import available, get
+    from sslab.objectives.span import Span, SpanConfig
+
+    extra = Span.extra_tokens(SpanConfig())
+    tok = corpus_tokenizer(extra=extra)
+    vocab, tok_json = tokenizer.vocab_of(tok, extra), tok.backend_tokenizer.to_str()
+    docs = {"text": np.array(texts(360))}
+    calls = []
+    for name in [*available(), "mlm+nsp", "simcse+mlm"]:
+        objective = get(name)(load(overrides=[f"objective.name={name}"]).objective, vocab)
+        for unit, protocol in [(objective.unit, None), (objective.eval_unit or objective.unit, EvalConfig())]:
+            rows = pipeline.Tokenize(tok_json, 64, vocab.cls_id, vocab.sep_id, vocab.pad_id, unit)(docs)
+            assert rows.num_rows > 8, (name, unit)
+            calls.append((functools.partial(corrupt, objective=objective, seed=3, epoch=1, protocol=protocol),
+                          numpy_batch(rows)))
+    child = subprocess.run([sys.executable, "-c", FRESH_PROCESS], input=ray.cloudpickle.dumps(calls),
+                           capture_output=True, timeout=120)
+    assert child.returncode == 0, child.stderr.decode()[-3000:]
+    outputs, heavy = pickle.loads(child.stdout)
+    assert heavy == []
+    for (fn, batch), out in zip(calls, outputs):
+        expected = fn(batch)
+        assert out.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(out[key], expected[key])
