@@ -1,9 +1,10 @@
 """The bidirectional encoder that mlm, nsp, sop and simcse train, and what lets them mix.
 
 Each of these objectives reads some (rows, T) id arrays of its batch through one shared
-``transformers`` encoder and adds at most a small head. :class:`~sslab.models.EncoderWithHeads` encodes every
-array a batch needs in ONE forward call (DistributedDataParallel allows one forward per
-backward), so BERT's ``mlm + nsp`` or SimCSE's ``simcse + mlm`` costs a single pass.
+``transformers`` encoder and adds at most a small head. The network,
+:class:`sslab.models.EncoderWithHeads`, encodes every array a batch needs in ONE forward call
+(DistributedDataParallel allows one forward per backward), so BERT's ``mlm + nsp`` or SimCSE's
+``simcse + mlm`` costs a single pass.
 """
 from __future__ import annotations
 
