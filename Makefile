@@ -29,7 +29,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q --durations=25 -m "not cluster and not bench"
 
-# Multi-node runs, node and worker loss, killed drivers, a 30-trial sweep: several Ray nodes
+# Multi-node runs, node and worker loss, killed drivers, a 16-trial sweep: several Ray nodes
 # on this one machine. CI runs them after make test.
 test-cluster: install
 	$(PY) -m pytest -q --durations=25 -m cluster
