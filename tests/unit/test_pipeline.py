@@ -10,10 +10,13 @@ import pytest
 import ray.cloudpickle
 from ray.data.extensions import ArrowTensorType, ArrowTensorTypeV2
 
+from blocks import corpus_tokenizer, texts
 from sslab import pipeline, synthetic, tokenizer
-from sslab.config import EvalConfig, SyntheticConfig, TokenizerConfig
+from sslab.config import EvalConfig, SyntheticConfig, TokenizerConfig, load
+from sslab.objectives import available, get
 from sslab.objectives.base import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
+from sslab.objectives.span import Span, SpanConfig
 from sslab.pipeline import content_hash, corrupt, epochs_needed, pack
 
 CLS, SEP = 2, 3
@@ -200,11 +203,6 @@ def test_a_fresh_process_corrupts_for_every_objective_without_importing_torch_or
     fresh processes that unpickle the corruption: each would spend ~8 s of a core importing torch
     and transformers at the start of every run. Every objective and mixture corrupts its training
     and validation rows in such a process without them, exactly as the driver does."""
-    from blocks import corpus_tokenizer, texts
-    from sslab.config import load
-    from sslab.objectives import available, get
-    from sslab.objectives.span import Span, SpanConfig
-
     extra = Span.extra_tokens(SpanConfig())
     tok = corpus_tokenizer(extra=extra)
     vocab, tok_json = tokenizer.vocab_of(tok, extra), tok.backend_tokenizer.to_str()
