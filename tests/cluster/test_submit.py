@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from sslab.runner import free_port
-
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent  # ray and sslab of this environment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
