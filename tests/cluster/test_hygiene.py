@@ -3,6 +3,7 @@ bounded and leave no placement group, actor or reserved CPU behind."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ import ray
 from ray.util.state import list_actors
 
 import sslab
-from sslab import runner
+from sslab import capacity
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -33,7 +34,8 @@ TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=200", "train.seq_len=32
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    runner.start_local_ray(6)  # three trials at a time, as the Ray sslab starts (idle workers warm)
+    # Three trials at a time; idle workers stay warm, as in the Ray sslab starts.
+    ray.init(address="local", num_cpus=6, logging_level=logging.WARNING, _system_config=capacity.warm_workers(6))
     yield
     ray.shutdown()
 

@@ -51,9 +51,8 @@ TWO_RAYS = textwrap.dedent("""
     from ray.util.state import list_actors
     from sslab import runner
 
-    other = subprocess.Popen([sys.executable, "-c", "import ray, sys; ray.init(address='local', num_cpus=1, "
-                              "include_dashboard=False); print(ray.get_runtime_context().gcs_address, flush=True); "
-                              "sys.stdin.read()"],
+    other = subprocess.Popen([sys.executable, "-c", "import ray, sys; ray.init(address='local', num_cpus=1, include_dashboard=False); "
+                              "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     other_gcs = other.stdout.readline().strip()
     runner.start_local_ray(1)
