@@ -2,32 +2,23 @@
 trained once, and the overrides of a small run."""
 from __future__ import annotations
 
-import os
+import logging
 
 import pytest
 import ray
-import torch
 
-from sslab import runner, synthetic, tokenizer
+from sslab import capacity, synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
-
-
-def pytest_configure(config):
-    # make test runs two test processes (pytest -n 2) on this machine's cores: one torch thread
-    # each, rather than each spinning a thread per core against the other.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    # Started as sslab starts its own (runner.start_local_ray): never joining a cluster `ray start`
-    # left on this machine, its processes knowing its address (the CLI tests' subprocesses and a
-    # parallel test worker start Rays of their own beside it), idle workers kept warm. The
-    # dashboard stays: Ray Train's placement-group cleaner finds stopped runs through its State API,
-    # and without it a stopped trial's CPUs are never freed.
-    runner.start_local_ray(4)
+    # address="local": never join a cluster that `ray start` left on this machine. The dashboard
+    # stays: Ray Train's placement-group cleaner finds stopped runs through its State API, and
+    # without it a stopped trial's CPUs are never freed. Idle worker processes stay warm between
+    # runs, as in the Ray sslab starts (capacity.warm_workers).
+    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, _system_config=capacity.warm_workers(4))
     yield
     ray.shutdown()
 

@@ -10,13 +10,11 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import ray
 import ray.train
@@ -146,44 +144,35 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float,
     them. Nothing when Ray is already up. Callers refuse more workers than the machine holds
     first, before anything is written (:func:`check_local_cpus`).
 
-    ``simulated_gpus``: GPUs the run needs though the machine has none (``scaling.simulate_gpu``);
-    the local Ray declares that many, and at least one per CPU so that a later simulated run in the
-    same process fits too, as ``ray start --num-gpus`` would."""
+    ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
+    ``num_cpus`` for it. ``simulated_gpus``: GPUs the run needs though the machine has none
+    (``scaling.simulate_gpu``); the local Ray declares that many, and at least one per CPU so that
+    a later simulated run in the same process fits too, as ``ray start --num-gpus`` would."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
         return
+    from ray._private import services
+
+    try:
+        others = services.find_gcs_addresses()
+    finally:
+        services.find_gcs_addresses.cache_clear()  # Ray caches the answer, and ours is about to start
+    if others:
+        # Ray Train's clean-up after a run ended abruptly (a trial ASHA stops) finds the cluster
+        # through the State API, which refuses to guess between two local Rays: the stopped run's
+        # placement group is never freed, and the search stalls.
+        log.warning("another Ray runs on this machine (GCS at %s): Ray Train cannot free a stopped trial's "
+                    "resources while two run here ('Found multiple active Ray instances'), so a search may "
+                    "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
+                    "it with RAY_ADDRESS", ", ".join(sorted(others)))
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
     gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
-    start_local_ray(max(capacity.machine_cpus(), needed), **gpus)
-
-
-def start_local_ray(num_cpus: int, **init_kwargs) -> None:
-    """Start a private Ray on this machine whose every process knows its address, so that several
-    can run here at once: two terminals' runs, a search beside a notebook, parallel tests.
-
-    ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
-    ``num_cpus`` for it. The address: Ray Train's clean-up after a run stops abruptly (a trial ASHA
-    stops, a failed worker group) finds the cluster through the State API, from inside Ray. With
-    no ``RAY_ADDRESS`` that guesses: with two Rays here it picks the last one `ray start` started,
-    or refuses ('Found multiple active Ray instances'), and the stopped run's placement group is
-    never freed, so a search stalls. Ray's processes inherit the environment of the one that starts
-    the node, so the GCS is put on a free port and ``RAY_ADDRESS`` names it while Ray starts; this
-    process's own environment is restored after, so a later start here starts afresh."""
-    port = free_port()
-    pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
-    with mock.patch.dict(os.environ, pinned):
-        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
-                 _system_config=capacity.warm_workers(num_cpus), **init_kwargs)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
+    num_cpus = max(capacity.machine_cpus(), needed)
+    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
+             _system_config=capacity.warm_workers(num_cpus), **gpus)
 
 
 def use_gpu(cfg: Config) -> bool:
