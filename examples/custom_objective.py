@@ -45,4 +45,4 @@ if __name__ == "__main__":
               "model": {"preset": "tiny"}, "run": {"out": "runs/examples/span_mlm"},
               "train": {"seq_len": 64, "batch_size": 32, "max_steps": 200, "eval_every": 100, "warmup_steps": 20}}
     result = sslab.pretrain(config, overrides=sys.argv[1:])
-    print({k: round(v, 4) for k, v in result.summary["metrics"].items() if k.startswith(("eval_", "probe_"))})
+    print({k: round(v, 4) for k, v in result.fixed_protocol_metrics.items()})

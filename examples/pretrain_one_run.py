@@ -24,7 +24,7 @@ config = {
 
 if __name__ == "__main__":
     result = sslab.pretrain(config, overrides=sys.argv[1:])
-    print({k: round(v, 4) for k, v in result.summary["metrics"].items() if k.startswith(("eval_", "probe_"))})
+    print({k: round(v, 4) for k, v in result.fixed_protocol_metrics.items()})
 
     # Downstream: topic classification of labelled documents the pretraining never saw (the corpus
     # holds documents 0..3999; the generator makes any others of the same topics).

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from sslab.errors import SslabError, find_sslab_error
+from sslab.protocol import is_fixed_protocol
 
 PRETRAIN_EXAMPLES = """examples:
   sslab pretrain --objective mlm --corpus synthetic --preset tiny --workers 2 --max-steps 300 --out runs/demo
@@ -71,7 +72,7 @@ def cmd_pretrain(args) -> int:
 
 def print_summary(summary: dict) -> None:
     m = summary["metrics"]
-    shown = {k: v for k, v in m.items() if k.startswith(("eval_", "probe_")) or k in ("loss",)}
+    shown = {k: v for k, v in m.items() if is_fixed_protocol(k) or k == "loss"}
     print("\n[sslab] run finished")
     print(f"  steps {summary['steps']}  tokens {summary['tokens']:,}  wall {summary['wall_s']:.0f}s"
           f"  ({summary['tokens_per_s'] or 0:,.0f} tok/s at the end)")
@@ -110,7 +111,7 @@ def print_search(result) -> None:
     # Across objectives most metrics are one objective's: show those every trial reports
     # (results.csv has them all).
     ran = table[table["status"] != "ERROR"]
-    partial = [c for c in table.columns if c.startswith(("eval_", "probe_")) and ran[c].isna().any()]
+    partial = [c for c in table.columns if is_fixed_protocol(c) and ran[c].isna().any()]
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.precision", 4):
         print("\n[sslab] search finished: trials ranked best first\n")
         print(table.drop(columns=partial).to_string(index=False))

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Iterable, Iterator
 
+from sslab.protocol import is_fixed_protocol
+
 
 def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -43,7 +45,7 @@ class Progress:
             per_step = self.train_seconds / max(1, self.session_steps)
             # The objective's parts (gen_loss, nsp_loss …), then the fixed-protocol metrics.
             extra = "".join(f" | {k} {v:.4g}" for k, v in metrics.items()
-                            if (k.startswith(("eval_", "probe_")) or k.endswith(("_loss", "_acc")))
+                            if (is_fixed_protocol(k) or k.endswith(("_loss", "_acc")))
                             and isinstance(v, float))
             print(f"[sslab] step {self.step}/{self.total} | loss {metrics['loss']:.4f} | lr {metrics['lr']:.2e} "
                   f"| {self.tokens_per_s / 1e3:.1f}k tok/s{extra} | eta {fmt_duration(per_step * (self.total - self.step))}",

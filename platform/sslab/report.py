@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 
 from sslab.errors import ConfigError
 from sslab.progress import fmt_duration
+from sslab.protocol import fixed_protocol_names, is_fixed_protocol
 
-FIXED = ("eval_", "probe_")  # fixed-protocol metrics: comparable across trials, unlike the training loss
 ERROR_CHARS = 80  # the table's error column is cut here; the full text stays in results.csv
 CSS = """body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
 padding:0 1em;color:#222}h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -106,11 +106,6 @@ def read_mapping(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def fixed_metrics(columns) -> list[str]:
-    """The fixed-protocol metrics (``eval_*``, ``probe_*``) among ``columns``, sorted."""
-    return sorted(c for c in columns if str(c).startswith(FIXED))
-
-
 def fmt(value) -> str:
     """A number for the page: 4 significant digits, thousands separated; ``—`` for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -133,7 +128,7 @@ def run_page(root: Path):
     facts = {"objective": objective, "steps": summary.get("steps", last.get("step")),
              "tokens": summary.get("tokens", last.get("tokens")), "wall time": wall,
              "parameters": summary.get("parameters"),
-             **{k: last.get(k) for k in fixed_metrics(last)}}
+             **{k: last.get(k) for k in fixed_protocol_names(last)}}
     none = "" if len(df) else "no metrics.jsonl lines: the run logged nothing"
     sections = [Section("Learning curves", {"curves": curves_figure({root.name: df})} if len(df) else {}, note=none),
                 Section("Throughput", {"throughput": run_throughput(df)} if "tokens_per_s" in df else {})]
@@ -158,7 +153,7 @@ def search_page(root: Path):
     """Title, kind, header facts and sections of a search's page."""
     spec = read_mapping(root / "search.yaml")
     table = pd.read_csv(root / "results.csv", dtype={"trial_id": str}).replace([np.inf, -np.inf], np.nan)
-    metric, mode = spec.get("metric") or next(iter(fixed_metrics(table)), "loss"), spec.get("mode", "min")
+    metric, mode = spec.get("metric") or next(iter(fixed_protocol_names(table)), "loss"), spec.get("mode", "min")
     table = table.assign(**{c: table.get(c, np.nan) for c in ("status", metric)})  # all trials may have failed
     best = best_trial(root, table, metric)
     histories = {t: read_metrics(root / "trials" / t) for t in table["trial_id"]}
@@ -219,7 +214,7 @@ def trial_table(table: pd.DataFrame, best: str | None) -> str:
 def as_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Whole-number columns that are not metrics (step, tokens) as ``122,880``: a missing value makes
     pandas read them back as floats, which would show as ``1.229e+05``."""
-    for name in [c for c in table.columns if not str(c).startswith(FIXED)]:
+    for name in [c for c in table.columns if not is_fixed_protocol(c)]:
         values = table[name]
         if values.dtype.kind in "iuf" and values.notna().any() and (values.dropna() % 1 == 0).all():
             table[name] = values.map(lambda v: "—" if pd.isna(v) else f"{int(v):,}")
@@ -328,7 +323,7 @@ def search_throughput(histories: dict, best) -> Figure:
 def curves_figure(histories: dict, best: str | None = None, metric: str | None = None) -> Figure:
     """Training loss and every fixed-protocol metric against tokens seen: one panel per metric,
     one line per run (the ranking ``metric`` first; the ``best`` run drawn thick and dark)."""
-    keys = sorted({k for df in histories.values() for k in fixed_metrics(df)})
+    keys = sorted({k for df in histories.values() for k in fixed_protocol_names(df)})
     keys = ([metric] if metric in keys else []) + ["loss"] + [k for k in keys if k != metric]
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)

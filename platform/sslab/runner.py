@@ -29,6 +29,7 @@ from sslab.config import Config, build, load, merge, parse_overrides
 from sslab.errors import RunError, find_sslab_error, first_worker_error
 from sslab import objectives
 from sslab.objectives import get as get_objective
+from sslab.protocol import fixed_protocol
 from sslab.train_loop import train_loop_per_worker
 
 log = logging.getLogger("sslab")
@@ -46,6 +47,11 @@ class RunResult:
     def model_dir(self) -> Path:
         """Hugging Face directory of the final model and tokenizer."""
         return self.run_dir / "model"
+
+    @property
+    def fixed_protocol_metrics(self) -> dict:
+        """The final metrics that compare across runs (``eval_*``, ``probe_*``; see :mod:`sslab.protocol`)."""
+        return fixed_protocol(self.summary["metrics"])
 
 
 @dataclass

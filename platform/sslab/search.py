@@ -29,6 +29,7 @@ from sslab import config as config_mod
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
+from sslab.protocol import fixed_protocol_names, is_fixed_protocol
 from sslab.search_spec import DownstreamSpec, SearchSpec, load_spec
 
 log = logging.getLogger("sslab")
@@ -251,7 +252,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
             if finished:
                 break
             continue
-        if metrics.get("step", 0) >= cfg.train.max_steps and any(k.startswith("eval_") for k in metrics):
+        if metrics.get("step", 0) >= cfg.train.max_steps and any(is_fixed_protocol(k) for k in metrics):
             ray.wait([done])  # the last result ends the trial: let the run export its model first
             if setup.downstream:
                 metrics = {**metrics, **downstream_scores(done, setup.downstream, run_dir, cfg.train.seq_len)}
@@ -280,7 +281,7 @@ def downstream_scores(done, downstream: DownstreamSpec, run_dir: Path, seq_len: 
 def tune_result(metrics: dict, metric: str) -> dict:
     """The numbers of a report, ranking metric first (Tune's progress table shows the first few)."""
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    first = [metric, *sorted(k for k in numbers if k.startswith(("eval_", "probe_")) and k != metric), "step", "tokens"]
+    first = [metric, *(k for k in fixed_protocol_names(numbers) if k != metric), "step", "tokens"]
     return {**{k: numbers[k] for k in first if k in numbers}, **numbers}
 
 
@@ -426,7 +427,7 @@ def results_table(grid, spec: SearchSpec):
         m = result.metrics or {}
         row = {"trial_id": Path(result.path).name, **{d.field: result.config.get(d.field) for d in spec.domains}}
         row["status"] = status_of(result, spec.max_steps)
-        row.update({k: v for k, v in sorted(m.items()) if k.startswith(("eval_", "probe_", "downstream_"))})
+        row.update({k: m[k] for k in fixed_protocol_names(m)})
         row.update(step=m.get("step"), tokens=m.get("tokens"), wall_s=round(m.get("time_total_s", 0.0), 1),
                    error=error_line(result.error) if result.error else "")
         rows.append(row)
@@ -462,7 +463,7 @@ def export_best(table, search_dir: Path) -> dict | None:
         shutil.copytree(run_dir / "model", best / "model")
         info = {"trial_id": row["trial_id"], "run_dir": str(run_dir), "model_dir": str(best / "model"),
                 "params": {k: row[k] for k in table.columns if "." in k},
-                "metrics": {k: row[k] for k in table.columns if k.startswith(("eval_", "probe_"))}}
+                "metrics": {k: row[k] for k in fixed_protocol_names(table.columns)}}
         (best / "trial.json").write_text(json.dumps(info, indent=2, default=str))
         return info
     return None

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from sslab import config as config_mod
 from sslab.config import Config, check
 from sslab.errors import ConfigError
+from sslab.protocol import is_fixed_protocol
 
 # Domain kind -> number of arguments (None: a non-empty list of values).
 DOMAINS = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "choice": None, "grid": None}
@@ -302,7 +303,7 @@ class SearchSpec:
         if self.metric.startswith("downstream_"):
             self.check_downstream_metric()
             return
-        why = "" if self.metric.startswith(("eval_", "probe_")) else \
+        why = "" if is_fixed_protocol(self.metric) else \
             " (training losses are not comparable across trials: rank by a fixed-protocol metric)"
         for name in self.objectives():
             reported = get(name).metrics

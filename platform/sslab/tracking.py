@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sslab.config import Config
 from sslab.errors import ConfigError
+from sslab.protocol import is_fixed_protocol
 
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_ID_FILE = ".mlflow_run_id"
@@ -30,7 +31,7 @@ def check(cfg: Config) -> None:
 
 def tag(key: str) -> str:
     """TensorBoard groups scalars by the part before the slash: fixed-protocol metrics apart."""
-    return f"eval/{key}" if key.startswith(("eval_", "probe_")) else f"train/{key}"
+    return f"eval/{key}" if is_fixed_protocol(key) else f"train/{key}"
 
 
 def params(cfg: Config) -> dict[str, str]:
