@@ -199,7 +199,7 @@ def pre_masked(size: dict):
     from sslab import pipeline
     from sslab.config import SyntheticConfig, TokenizerConfig, build
     from sslab.objectives import get
-    from sslab.objectives.base import RowRandom
+    from sslab.rng import RowRandom
     from sslab.synthetic import generate
     from sslab.tokenizer import train_tokenizer, vocab_of
 

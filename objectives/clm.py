@@ -8,7 +8,8 @@ import numpy as np
 
 from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig
-from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, register
+from sslab.objectives.base import IGNORE, Batch, Objective, register
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import token_sums
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ import numpy as np
 from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, encoder_decoder_tokens, register
+from sslab.objectives.base import IGNORE, Batch, Objective, encoder_decoder_tokens, register
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import token_sums, unigram_baseline
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ import numpy as np
 from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import IGNORE, Batch, Objective, RowRandom, register
+from sslab.objectives.base import IGNORE, Batch, Objective, register
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import mask_tokens
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ import numpy as np
 
 from sslab import lazy
 from sslab.config import ModelConfig
-from sslab.objectives.base import Objective, RowRandom, frame, unwrap
+from sslab.objectives.base import Objective, frame, unwrap
+from sslab.rng import RowRandom
 
 if TYPE_CHECKING:
     from torch import nn

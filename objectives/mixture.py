@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from sslab.config import ObjectiveConfig, check
 from sslab.errors import ConfigError
-from sslab.objectives.base import Objective, RowRandom, get, unwrap
+from sslab.objectives.base import Objective, get, unwrap
+from sslab.rng import RowRandom
 from sslab.objectives.encoder import EncoderObjective, build_encoder, keys_of, outputs_for
 
 FAMOUS = {"mlm+nsp": "BERT", "nsp+mlm": "BERT", "mlm+sop": "ALBERT", "sop+mlm": "ALBERT", "simcse+mlm": "SimCSE"}

@@ -8,7 +8,8 @@ import numpy as np
 from sslab import lazy
 from sslab.config import EvalConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import IGNORE, Batch, RowRandom, register
+from sslab.objectives.base import IGNORE, Batch, register
+from sslab.rng import RowRandom
 from sslab.objectives.encoder import EncoderObjective
 
 # The model side's modules, imported on first use: Ray Data's processes run transform() without them.

@@ -19,7 +19,8 @@ import numpy as np
 from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
-from sslab.objectives.base import Batch, Objective, RowRandom, encoder_decoder_tokens, register
+from sslab.objectives.base import Batch, Objective, encoder_decoder_tokens, register
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import token_sums
 
 if TYPE_CHECKING:

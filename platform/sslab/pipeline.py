@@ -2,7 +2,7 @@
 
 Tokenising and packing run once; when ``train.materialize`` is on their output stays in the
 object store. The objective's corruption runs after that point, in Ray Data workers, once per
-epoch, seeded by (seed, epoch, row id) through :class:`~sslab.objectives.base.RowRandom`: a
+epoch, seeded by (seed, epoch, row id) through :class:`~sslab.rng.RowRandom`: a
 new mask each epoch, the same one on a resume, and none shared between rows or workers.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from tokenizers import Tokenizer
 
 from sslab import lazy
 from sslab.config import Config, EvalConfig
-from sslab.objectives.base import Objective, RowRandom, splitmix64
+from sslab.objectives.base import Objective
+from sslab.rng import RowRandom, splitmix64
 
 # Only the training workers' collate needs torch; Ray Data's processes run this module without it.
 torch = lazy.module("torch")

@@ -25,7 +25,8 @@ from sslab.accelerator import Accelerator
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
 from sslab.objectives import adopt, get as get_objective
-from sslab.objectives.base import splitmix64, unwrap
+from sslab.objectives.base import unwrap
+from sslab.rng import splitmix64
 from sslab.progress import Progress
 from sslab.tracking import Tracker
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from sslab import synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.pipeline import pack
 
 Z = 5  # tolerance of a rate check, in standard errors

@@ -13,7 +13,7 @@ from blocks import corpus_tokenizer, packed
 from learning import learn
 from sslab import tokenizer
 from sslab.config import ConfigError, EvalConfig, ModelConfig, load
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.clm import CLM, IGNORE, CLMConfig, decoder_config
 
 SEQ_LEN = 32

@@ -10,7 +10,7 @@ import yaml
 
 from sslab import config
 from sslab.config import Config, ConfigError
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import MLMConfig
 
 

@@ -16,7 +16,7 @@ from blocks import Z, assert_row_keyed, corpus_tokenizer, packed, transformed
 from learning import learn
 from sslab import tokenizer
 from sslab.config import ConfigError, EvalConfig, ModelConfig, load
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.denoise import Denoise, DenoiseConfig
 
 

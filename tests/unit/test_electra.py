@@ -14,7 +14,7 @@ from learning import learn
 from sslab import models, tokenizer
 from sslab.config import ConfigError, EvalConfig, ModelConfig
 from sslab.models import ElectraPair, replace_with_samples
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.electra import ELECTRA, ELECTRAConfig
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 

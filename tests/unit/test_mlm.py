@@ -8,7 +8,7 @@ import pytest
 from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
 from sslab import tokenizer
 from sslab.config import ConfigError, EvalConfig
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 
 SEQ_LEN = 128

@@ -14,7 +14,7 @@ from blocks import corpus_tokenizer, texts
 from sslab import pipeline, synthetic, tokenizer
 from sslab.config import EvalConfig, SyntheticConfig, TokenizerConfig, load
 from sslab.objectives import available, get
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 from sslab.objectives.span import Span, SpanConfig
 from sslab.pipeline import content_hash, corrupt, epochs_needed, pack

@@ -13,7 +13,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from sslab import tokenizer
 from sslab.config import ConfigError, EvalConfig, ModelConfig
-from sslab.objectives.base import RowRandom
+from sslab.rng import RowRandom
 from sslab.objectives.span import NUM_SENTINELS, Span, SpanConfig, span_counts
 
 from blocks import assert_row_keyed, corpus_tokenizer, packed, transformed
