@@ -10,7 +10,7 @@ from sslab import lazy
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
-from sslab.objectives.mlm import token_sums
+from sslab.scoring import token_sums
 
 if TYPE_CHECKING:
     from transformers import GPT2Config

@@ -20,7 +20,7 @@ from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, encoder_decoder_tokens, register
 from sslab.rng import RowRandom
-from sslab.objectives.mlm import token_sums, unigram_baseline
+from sslab.scoring import token_sums, unigram_baseline
 
 if TYPE_CHECKING:
     from transformers import BartConfig

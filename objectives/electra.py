@@ -20,7 +20,7 @@ from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
-from sslab.objectives.mlm import mask_tokens
+from sslab.masking import mask_tokens
 
 if TYPE_CHECKING:
     from transformers import ElectraConfig

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from sslab import lazy
 from sslab.config import EvalConfig, ObjectiveConfig, check, check_fraction
 from sslab.errors import ConfigError
+from sslab.masking import mask_tokens
 from sslab.objectives.base import IGNORE, Batch, register
-from sslab.rng import RowRandom
 from sslab.objectives.encoder import EncoderObjective
+from sslab.rng import RowRandom
+from sslab.scoring import token_sums, unigram_baseline
 
 # The model side's modules, imported on first use: Ray Data's processes run transform() without them.
-torch = lazy.module("torch")
 F = lazy.module("torch.nn.functional")
 
 
@@ -38,35 +37,6 @@ class MLMConfig(ObjectiveConfig):
         check_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
         check(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
               f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
-
-
-def word_starts(ids: np.ndarray, continues_word: np.ndarray, special: np.ndarray) -> np.ndarray:
-    """True where a token starts a word (a token after a special token always does)."""
-    starts = ~continues_word[ids]
-    starts[:, 1:] |= special[:, :-1]
-    return starts
-
-
-def mask_tokens(ids: np.ndarray, rng: RowRandom, vocab, ratio: float, p_mask: float, p_random: float,
-                whole_word: bool = False) -> Batch:
-    """BERT-style masking of a (rows, T) id array; returns ``input_ids`` and ``labels``."""
-    n, t = ids.shape
-    special = np.isin(ids, vocab.special_ids)
-    u = rng.uniform(t, stream=0)
-    if whole_word:  # every piece takes the draw of its word's first piece
-        starts = word_starts(ids, vocab.continues_word, special)
-        first = np.maximum.accumulate(np.where(starts, np.arange(t), 0), axis=1)
-        u = np.take_along_axis(u, first, axis=1)
-    selected = (u < ratio) & ~special
-    action = rng.uniform(t, stream=1)
-    to_mask = selected & (action < p_mask)
-    to_random = selected & (action >= p_mask) & (action < p_mask + p_random)
-    normal = vocab.normal_ids
-    inputs = ids.copy()
-    inputs[to_mask] = vocab.mask_id
-    inputs[to_random] = normal[rng.integers(0, len(normal), t, stream=2)[to_random]]
-    labels = np.where(selected, ids, IGNORE)
-    return {"input_ids": inputs.astype(np.int64), "labels": labels.astype(np.int64)}
 
 
 @register
@@ -109,21 +79,3 @@ class MLM(EncoderObjective):
         count = max(float(sums["count"]), 1.0)
         return {"eval_mlm_loss": float(sums["nll"]) / count, "eval_mlm_acc": float(sums["correct"]) / count,
                 **unigram_baseline(sums["target_hist"])}
-
-
-def token_sums(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> dict[str, torch.Tensor]:
-    """Additive eval statistics of scored tokens: summed NLL, correct argmaxes, count, and the
-    targets' histogram (the unigram baseline's distribution)."""
-    return {
-        "nll": F.cross_entropy(logits, targets, reduction="sum"),
-        "correct": (logits.argmax(-1) == targets).sum().float(),
-        "count": torch.tensor(float(len(targets)), device=logits.device),
-        "target_hist": torch.bincount(targets, minlength=vocab_size).float(),
-    }
-
-
-def unigram_baseline(target_hist: np.ndarray) -> dict[str, float]:
-    """The best a context-blind model does on these very targets: their entropy and mode share."""
-    total = max(float(target_hist.sum()), 1.0)
-    p = target_hist[target_hist > 0] / total
-    return {"eval_unigram_loss": float(-(p * np.log(p)).sum()), "eval_unigram_acc": float(p.max()) if p.size else 0.0}

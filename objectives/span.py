@@ -21,7 +21,7 @@ from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_
 from sslab.errors import ConfigError
 from sslab.objectives.base import Batch, Objective, encoder_decoder_tokens, register
 from sslab.rng import RowRandom
-from sslab.objectives.mlm import token_sums
+from sslab.scoring import token_sums
 
 if TYPE_CHECKING:
     from transformers import T5Config
