@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sslab import lazy
-from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
+from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, encoder_decoder_tokens, register
 from sslab.rng import RowRandom
@@ -47,10 +47,10 @@ class DenoiseConfig(ObjectiveConfig):
     permutation); sentences end at ``.``, ``!``, ``?`` and never cross a [SEP]."""
 
     def __post_init__(self):
-        check_fraction("objective.mask_ratio", self.mask_ratio)
-        check(isinstance(self.poisson_lambda, (int, float)) and self.poisson_lambda > 0,
+        require_fraction("objective.mask_ratio", self.mask_ratio)
+        require(isinstance(self.poisson_lambda, (int, float)) and self.poisson_lambda > 0,
               "objective.poisson_lambda", self.poisson_lambda, "a number > 0")
-        check(isinstance(self.permute_sentences, bool), "objective.permute_sentences", self.permute_sentences,
+        require(isinstance(self.permute_sentences, bool), "objective.permute_sentences", self.permute_sentences,
               "true or false")
 
 

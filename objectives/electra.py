@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sslab import lazy
-from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
+from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
@@ -53,11 +53,11 @@ class ELECTRAConfig(ObjectiveConfig):
     """Temperature of the generator's softmax the replacements are sampled from."""
 
     def __post_init__(self):
-        check_fraction("objective.mask_ratio", self.mask_ratio)
-        check_fraction("objective.generator_fraction", self.generator_fraction, high_open=False)
-        check(math.isfinite(self.disc_weight) and self.disc_weight >= 0, "objective.disc_weight",
+        require_fraction("objective.mask_ratio", self.mask_ratio)
+        require_fraction("objective.generator_fraction", self.generator_fraction, high_open=False)
+        require(math.isfinite(self.disc_weight) and self.disc_weight >= 0, "objective.disc_weight",
               self.disc_weight, "a number >= 0")
-        check(math.isfinite(self.temperature) and self.temperature > 0, "objective.temperature",
+        require(math.isfinite(self.temperature) and self.temperature > 0, "objective.temperature",
               self.temperature, "a positive number")
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from typing import ClassVar
 
-from sslab.config import ObjectiveConfig, check
+from sslab.config import ObjectiveConfig, require
 from sslab.errors import ConfigError
 from sslab.objectives.base import Objective, get, unwrap
 from sslab.rng import RowRandom
@@ -57,8 +57,8 @@ def mixture_config(name: str, parts: list[type[EncoderObjective]]) -> type[Objec
     def __post_init__(self):
         weights = {f"objective.{p.name}_weight": getattr(self, f"{p.name}_weight") for p in parts}
         for key, w in weights.items():
-            check(w >= 0, key, w, "a number >= 0")
-        check(any(weights.values()), next(iter(weights)), 0.0, "at least one part with a positive weight")
+            require(w >= 0, key, w, "a number >= 0")
+        require(any(weights.values()), next(iter(weights)), 0.0, "at least one part with a positive weight")
 
     cls_name = "".join(p.__name__ for p in parts) + "Config"
     return dataclasses.make_dataclass(cls_name, fields, bases=(ObjectiveConfig,), kw_only=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sslab import lazy
-from sslab.config import EvalConfig, ObjectiveConfig, check, check_fraction
+from sslab.config import EvalConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.masking import mask_tokens
 from sslab.objectives.base import IGNORE, Batch, register
@@ -32,10 +32,10 @@ class MLMConfig(ObjectiveConfig):
     """Select whole words: all pieces of a word are masked together."""
 
     def __post_init__(self):
-        check_fraction("objective.mask_ratio", self.mask_ratio)
-        check_fraction("objective.replace_mask", self.replace_mask, low_open=False, high_open=False)
-        check_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
-        check(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
+        require_fraction("objective.mask_ratio", self.mask_ratio)
+        require_fraction("objective.replace_mask", self.replace_mask, low_open=False, high_open=False)
+        require_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
+        require(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
               f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 
 from sslab import lazy
-from sslab.config import ObjectiveConfig, check
+from sslab.config import ObjectiveConfig, require
 from sslab.objectives.base import frame, register
 from sslab.objectives.encoder import EncoderObjective
 
@@ -36,7 +36,7 @@ class SimCSEConfig(ObjectiveConfig):
     (SimCSE's choice on a pretrained BERT; from scratch it collapsed to one vector in eval mode)."""
 
     def __post_init__(self):
-        check(self.tau > 0, "objective.tau", self.tau, "a positive number")
+        require(self.tau > 0, "objective.tau", self.tau, "a positive number")
 
 
 def distributed() -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sslab import lazy
-from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, check, check_fraction
+from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import Batch, Objective, encoder_decoder_tokens, register
 from sslab.rng import RowRandom
@@ -45,8 +45,8 @@ class SpanConfig(ObjectiveConfig):
     """Mean length of a corrupted span, in tokens (T5: 3); 1 corrupts single tokens."""
 
     def __post_init__(self):
-        check_fraction("objective.noise_density", self.noise_density)
-        check(self.mean_span >= 1, "objective.mean_span", self.mean_span, "a number >= 1")
+        require_fraction("objective.noise_density", self.noise_density)
+        require(self.mean_span >= 1, "objective.mean_span", self.mean_span, "a number >= 1")
 
 
 # ---------------------------------------------------------------- the noise mask

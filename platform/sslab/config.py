@@ -30,16 +30,16 @@ def warn(message: str) -> None:
         log.warning(message)
 
 
-def check(ok: bool, name: str, value: Any, expected: str) -> None:
+def require(ok: bool, name: str, value: Any, expected: str) -> None:
     """Raise a :class:`ConfigError` naming ``name`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
 
 
-def check_fraction(name: str, value: float, *, low_open: bool = True, high_open: bool = True) -> None:
+def require_fraction(name: str, value: float, *, low_open: bool = True, high_open: bool = True) -> None:
     lo = 0.0 < value if low_open else 0.0 <= value
     hi = value < 1.0 if high_open else value <= 1.0
-    check(lo and hi, name, value, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}")
+    require(lo and hi, name, value, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}")
 
 
 @dataclass(kw_only=True)
@@ -56,9 +56,9 @@ class SyntheticConfig:
     """Seed of the generator: the same seed gives the same corpus, byte for byte."""
 
     def __post_init__(self):
-        check(self.num_docs >= 10, "corpus.synthetic.num_docs", self.num_docs, "an integer >= 10")
-        check(2 <= self.num_topics <= 64, "corpus.synthetic.num_topics", self.num_topics, "an integer in [2, 64]")
-        check(self.sentences_per_doc >= 2, "corpus.synthetic.sentences_per_doc", self.sentences_per_doc, "an integer >= 2")
+        require(self.num_docs >= 10, "corpus.synthetic.num_docs", self.num_docs, "an integer >= 10")
+        require(2 <= self.num_topics <= 64, "corpus.synthetic.num_topics", self.num_topics, "an integer in [2, 64]")
+        require(self.sentences_per_doc >= 2, "corpus.synthetic.sentences_per_doc", self.sentences_per_doc, "an integer >= 2")
 
 
 @dataclass(kw_only=True)
@@ -82,9 +82,9 @@ class CorpusConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
-        check(bool(self.source), "corpus.source", self.source, "a path, glob, URI or 'synthetic'")
-        check(self.min_chars >= 1, "corpus.min_chars", self.min_chars, "an integer >= 1")
-        check_fraction("corpus.val_fraction", self.val_fraction)
+        require(bool(self.source), "corpus.source", self.source, "a path, glob, URI or 'synthetic'")
+        require(self.min_chars >= 1, "corpus.min_chars", self.min_chars, "an integer >= 1")
+        require_fraction("corpus.val_fraction", self.val_fraction)
 
 
 @dataclass(kw_only=True)
@@ -101,10 +101,10 @@ class TokenizerConfig:
     """Load a fast tokenizer from this local directory instead of training one."""
 
     def __post_init__(self):
-        check(self.vocab_size >= 100, "tokenizer.vocab_size", self.vocab_size, "an integer >= 100")
-        check(self.sample_docs >= 1, "tokenizer.sample_docs", self.sample_docs, "an integer >= 1")
+        require(self.vocab_size >= 100, "tokenizer.vocab_size", self.vocab_size, "an integer >= 100")
+        require(self.sample_docs >= 1, "tokenizer.sample_docs", self.sample_docs, "an integer >= 1")
         if self.path is not None and "://" not in self.path:
-            check(Path(self.path).is_dir(), "tokenizer.path", self.path, "an existing local directory")
+            require(Path(self.path).is_dir(), "tokenizer.path", self.path, "an existing local directory")
 
 
 @dataclass(kw_only=True)
@@ -124,11 +124,11 @@ class ModelConfig:
     """Continue pretraining from this local Hugging Face model directory."""
 
     def __post_init__(self):
-        check(self.max_positions >= 8, "model.max_positions", self.max_positions, "an integer >= 8")
+        require(self.max_positions >= 8, "model.max_positions", self.max_positions, "an integer >= 8")
         if self.dropout is not None:
-            check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
+            require(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
         if self.init_from is not None:
-            check(Path(self.init_from).is_dir(), "model.init_from", self.init_from, "an existing local directory")
+            require(Path(self.init_from).is_dir(), "model.init_from", self.init_from, "an existing local directory")
 
 
 @dataclass(kw_only=True)
@@ -177,18 +177,18 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "log_every",
                      "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
-            check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "an integer >= 1")
-        check(self.seq_len >= 8, "train.seq_len", self.seq_len, "an integer >= 8")
-        check(self.lr > 0, "train.lr", self.lr, "a positive number")
-        check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        check(all(0 <= b < 1 for b in self.betas), "train.betas", self.betas, "two numbers in [0, 1)")
-        check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+            require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "an integer >= 1")
+        require(self.seq_len >= 8, "train.seq_len", self.seq_len, "an integer >= 8")
+        require(self.lr > 0, "train.lr", self.lr, "a positive number")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        require(all(0 <= b < 1 for b in self.betas), "train.betas", self.betas, "two numbers in [0, 1)")
+        require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
         if self.warmup_steps >= self.max_steps:
             self._warn_warmup_too_long()
-        check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
-        check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
-        check(self.prefetch_batches >= 0, "train.prefetch_batches", self.prefetch_batches, "an integer >= 0")
-        check(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
+        require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "a number in [0, 1]")
+        require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0")
+        require(self.prefetch_batches >= 0, "train.prefetch_batches", self.prefetch_batches, "an integer >= 0")
+        require(self.seed >= 0, "train.seed", self.seed, "an integer >= 0")
 
     def _warn_warmup_too_long(self) -> None:
         """A run no longer than its warmup (a smoke run's ``--max-steps 20``) trains below ``lr`` and
@@ -218,11 +218,11 @@ class EvalConfig:
     """Labelled validation documents for the linear probe (0 disables it)."""
 
     def __post_init__(self):
-        check_fraction("eval.mask_ratio", self.mask_ratio)
-        check(self.mean_span >= 1, "eval.mean_span", self.mean_span, "a number >= 1")
-        check(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
-        check(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
-        check(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
+        require_fraction("eval.mask_ratio", self.mask_ratio)
+        require(self.mean_span >= 1, "eval.mean_span", self.mean_span, "a number >= 1")
+        require(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
+        require(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
+        require(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -255,15 +255,15 @@ class ScalingConfig:
     sslab starts declares the GPUs, a joined cluster must have them (``ray start --num-gpus``)."""
 
     def __post_init__(self):
-        check(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
-        check(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "a positive number")
-        check(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "a positive number")
-        check(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
-        check(self.placement_strategy in PLACEMENT_STRATEGIES, "scaling.placement_strategy", self.placement_strategy,
+        require(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
+        require(self.cpus_per_worker > 0, "scaling.cpus_per_worker", self.cpus_per_worker, "a positive number")
+        require(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "a positive number")
+        require(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
+        require(self.placement_strategy in PLACEMENT_STRATEGIES, "scaling.placement_strategy", self.placement_strategy,
               f"one of {', '.join(PLACEMENT_STRATEGIES)}")
-        check(self.peak_flops is None or self.peak_flops > 0, "scaling.peak_flops", self.peak_flops,
+        require(self.peak_flops is None or self.peak_flops > 0, "scaling.peak_flops", self.peak_flops,
               "a positive number of FLOP/s (989e12 for an H100)")
-        check(not (self.simulate_gpu and self.use_gpu is False), "scaling.use_gpu", self.use_gpu,
+        require(not (self.simulate_gpu and self.use_gpu is False), "scaling.use_gpu", self.use_gpu,
               "unset or true with scaling.simulate_gpu=true (a simulated GPU run reserves GPUs)")
 
 
@@ -279,7 +279,7 @@ class RunConfig:
     """Print only the final summary."""
 
     def __post_init__(self):
-        check(bool(self.out), "run.out", self.out, "a directory path")
+        require(bool(self.out), "run.out", self.out, "a directory path")
 
 
 WANDB_MODES = ("online", "offline")
@@ -301,8 +301,8 @@ class TrackConfig:
     """``online``, or ``offline``: write under ``<run>/wandb`` for a later ``wandb sync``."""
 
     def __post_init__(self):
-        check(self.wandb_mode in WANDB_MODES, "track.wandb_mode", self.wandb_mode, "online or offline")
-        check(bool(self.mlflow_experiment), "track.mlflow_experiment", self.mlflow_experiment, "a name")
+        require(self.wandb_mode in WANDB_MODES, "track.wandb_mode", self.wandb_mode, "online or offline")
+        require(bool(self.mlflow_experiment), "track.mlflow_experiment", self.mlflow_experiment, "a name")
 
 
 @dataclass(kw_only=True)
@@ -328,7 +328,7 @@ class Config:
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self):
-        check(self.train.seq_len <= self.model.max_positions, "train.seq_len", self.train.seq_len,
+        require(self.train.seq_len <= self.model.max_positions, "train.seq_len", self.train.seq_len,
               f"at most model.max_positions={self.model.max_positions}")
 
     def to_dict(self) -> dict:
@@ -399,23 +399,23 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         raise ConfigError(errors[0])
     if origin is Literal:
         choices = typing.get_args(tp)
-        check(value in choices, name, value, "one of " + ", ".join(map(str, choices)))
+        require(value in choices, name, value, "one of " + ", ".join(map(str, choices)))
         return value
     if origin is tuple:
         args = typing.get_args(tp)
-        check(isinstance(value, (list, tuple)) and len(value) == len(args), name, value, f"a list of {len(args)}")
+        require(isinstance(value, (list, tuple)) and len(value) == len(args), name, value, f"a list of {len(args)}")
         return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if tp is bool:
-        check(isinstance(value, bool), name, value, "true or false")
+        require(isinstance(value, bool), name, value, "true or false")
         return value
     if tp is int:
-        check(isinstance(value, int) and not isinstance(value, bool), name, value, "an integer")
+        require(isinstance(value, int) and not isinstance(value, bool), name, value, "an integer")
         return value
     if tp is float:
-        check(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
+        require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
         return float(value)
     if tp is str:
-        check(isinstance(value, str), name, value, "a string")
+        require(isinstance(value, str), name, value, "a string")
         return value
     return value
 

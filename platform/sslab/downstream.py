@@ -105,7 +105,7 @@ def _check_splittable(df: pd.DataFrame, source: str) -> None:
                           "least 2 for a stratified train/test split (add examples or drop the label)")
 
 
-def split(df: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stratified_split(df: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stratified ``(train, test)`` split of ``df`` that both probe and fine-tuning use."""
     if not 0 < test_size < 1:
         raise ConfigError(f"test_size={test_size!r} must be a fraction in (0, 1)")
@@ -227,7 +227,7 @@ def classify(model_dir: str | Path, data, *, text_field: str = "text", label_fie
     config = load_config(model_dir)
     check_length(config, max_length, model_dir)
     tok = load_tokenizer(model_dir, max_length)
-    train, test = split(df, test_size, seed)
+    train, test = stratified_split(df, test_size, seed)
     labels = sorted(df["label"].unique())
     result = {"model_dir": str(model_dir), "labels": labels, "n_train": len(train), "n_test": len(test)}
     dev = pick_device(device)
@@ -341,7 +341,7 @@ def perplexity(model_dir: str | Path, corpus: str | Path, *, max_length: int = 1
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     tok = load_tokenizer(model_dir, max_length)
-    blocks = pack(tok, read_documents(corpus, max_docs), max_length, model_dir)
+    blocks = pack_eval_blocks(tok, read_eval_texts(corpus, max_docs), max_length, model_dir)
     dev = pick_device(device)
     with quiet():
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True).to(dev).eval()
@@ -352,7 +352,7 @@ def perplexity(model_dir: str | Path, corpus: str | Path, *, max_length: int = 1
     return {"perplexity": math.exp(nll / count), "tokens": count, "model_dir": str(model_dir)}
 
 
-def read_documents(corpus: str | Path, max_docs: int | None = None) -> list[str]:
+def read_eval_texts(corpus: str | Path, max_docs: int | None = None) -> list[str]:
     """The non-empty documents of ``corpus`` (see :func:`perplexity`), at most ``max_docs``."""
     path = Path(corpus)
     if path.is_dir():
@@ -380,7 +380,7 @@ def _table_texts(path: Path) -> list:
     return frame["text"].tolist()
 
 
-def pack(tok, docs: list[str], max_length: int, model_dir) -> list[list[int]]:
+def pack_eval_blocks(tok, docs: list[str], max_length: int, model_dir) -> list[list[int]]:
     """Token blocks of at most ``max_length``: a start token, then the document stream."""
     start = next((t for t in (tok.cls_token_id, tok.bos_token_id, tok.eos_token_id) if t is not None), None)
     end = next((t for t in (tok.sep_token_id, tok.eos_token_id) if t is not None), None)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sslab import config as config_mod
-from sslab.config import Config, check
+from sslab.config import Config, require
 from sslab.errors import ConfigError
 from sslab.protocol import is_fixed_protocol
 
@@ -85,21 +85,21 @@ def parse_domain(name: str, spec: Any) -> Domain:
                           + ", ".join(f"{{{k}: [...]}}" for k in DOMAINS))
     kind, args = next(iter(spec.items()))
     n = DOMAINS[kind]
-    check(isinstance(args, list) and (len(args) == n if n else len(args) >= 1), where, spec,
+    require(isinstance(args, list) and (len(args) == n if n else len(args) >= 1), where, spec,
           f"{kind} with {n} numbers" if n else f"{kind} with a non-empty list of values")
     if n:
-        check(all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args), where, spec,
+        require(all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args), where, spec,
               f"{kind} with numbers")
         lo, hi = args[0], args[1]
-        check(lo < hi, where, spec, f"{kind} with low < high")
+        require(lo < hi, where, spec, f"{kind} with low < high")
         if kind == "loguniform":
-            check(lo > 0, where, spec, "loguniform with positive bounds")
+            require(lo > 0, where, spec, "loguniform with positive bounds")
         if kind == "quniform":
-            check(args[2] > 0, where, spec, "quniform with a positive step")
-            check(all(math.isclose(b / args[2], round(b / args[2]), abs_tol=1e-9) for b in (lo, hi)), where, spec,
+            require(args[2] > 0, where, spec, "quniform with a positive step")
+            require(all(math.isclose(b / args[2], round(b / args[2]), abs_tol=1e-9) for b in (lo, hi)), where, spec,
                   "quniform bounds that are multiples of its step")
         if kind == "randint":
-            check(all(isinstance(a, int) for a in args), where, spec, "randint with integer bounds")
+            require(all(isinstance(a, int) for a in args), where, spec, "randint with integer bounds")
     return Domain(name, kind, tuple(args))
 
 
@@ -127,13 +127,13 @@ class SchedulerSpec:
     their checkpoints); works however few trials fit at once. ``false``: decide as each trial reports."""
 
     def __post_init__(self):
-        check(self.grace_period >= 1, "scheduler.grace_period", self.grace_period, "an integer >= 1")
-        check(self.reduction_factor > 1, "scheduler.reduction_factor", self.reduction_factor, "a number > 1")
-        check(self.perturbation_interval >= 1, "scheduler.perturbation_interval", self.perturbation_interval,
+        require(self.grace_period >= 1, "scheduler.grace_period", self.grace_period, "an integer >= 1")
+        require(self.reduction_factor > 1, "scheduler.reduction_factor", self.reduction_factor, "a number > 1")
+        require(self.perturbation_interval >= 1, "scheduler.perturbation_interval", self.perturbation_interval,
               "an integer >= 1")
-        check(0 < self.quantile_fraction <= 0.5, "scheduler.quantile_fraction", self.quantile_fraction,
+        require(0 < self.quantile_fraction <= 0.5, "scheduler.quantile_fraction", self.quantile_fraction,
               "a number in (0, 0.5]")
-        check(0 <= self.resample_probability <= 1, "scheduler.resample_probability", self.resample_probability,
+        require(0 <= self.resample_probability <= 1, "scheduler.resample_probability", self.resample_probability,
               "a number in [0, 1]")
 
 
@@ -160,10 +160,10 @@ class ResourcesSpec:
     """GPUs per worker; ``None``: one when the cluster has GPUs, else none. Fractions pack trials on a GPU."""
 
     def __post_init__(self):
-        check(self.workers >= 1, "resources.workers", self.workers, "an integer >= 1")
-        check(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "a positive number")
+        require(self.workers >= 1, "resources.workers", self.workers, "an integer >= 1")
+        require(self.cpus_per_worker > 0, "resources.cpus_per_worker", self.cpus_per_worker, "a positive number")
         if self.gpus_per_worker is not None:
-            check(self.gpus_per_worker >= 0, "resources.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
+            require(self.gpus_per_worker >= 0, "resources.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
 
 
 DOWNSTREAM_METRICS = ("downstream_probe_acc", "downstream_probe_macro_f1")
@@ -189,7 +189,7 @@ class DownstreamSpec:
 
         self.data = str(Path(self.data).expanduser().resolve())
         downstream.load_labelled(self.data, self.text_field, self.label_field)  # a bad file fails here, before Ray
-        check(self.epochs >= 1, "downstream.epochs", self.epochs, "an integer >= 1")
+        require(self.epochs >= 1, "downstream.epochs", self.epochs, "an integer >= 1")
 
     def metrics(self) -> tuple[str, ...]:
         return DOWNSTREAM_METRICS + (DOWNSTREAM_FINETUNED if self.finetune else ())
@@ -230,11 +230,11 @@ class SearchSpec:
     domains: list[Domain] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
-        check(isinstance(self.space, dict) and bool(self.space), "space", self.space,
+        require(isinstance(self.space, dict) and bool(self.space), "space", self.space,
               "a mapping of at least one config field to a domain")
-        check(is_int(self.num_samples) and self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
+        require(is_int(self.num_samples) and self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
         if self.max_concurrent_trials is not None:
-            check(is_int(self.max_concurrent_trials) and self.max_concurrent_trials >= 1, "max_concurrent_trials",
+            require(is_int(self.max_concurrent_trials) and self.max_concurrent_trials >= 1, "max_concurrent_trials",
                   self.max_concurrent_trials, "an integer >= 1")
         self.domains = [parse_domain(k, v) for k, v in self.space.items()]
         self.base_config()  # the base itself must be a valid run
@@ -299,7 +299,7 @@ class SearchSpec:
     def check_metric(self) -> None:
         from sslab.objectives import get
 
-        check(bool(self.metric), "metric", self.metric, "the name of a fixed-protocol metric")
+        require(bool(self.metric), "metric", self.metric, "the name of a fixed-protocol metric")
         if self.metric.startswith("downstream_"):
             self.check_downstream_metric()
             return
@@ -313,7 +313,7 @@ class SearchSpec:
         if self.metric == "probe_acc":
             cfg = self.base_config()
             labelled = cfg.corpus.source == "synthetic" or cfg.corpus.label_field
-            check(cfg.eval.probe_docs > 0 and bool(labelled), "metric", self.metric,
+            require(cfg.eval.probe_docs > 0 and bool(labelled), "metric", self.metric,
                   "a metric trials report: probe_acc needs eval.probe_docs > 0 and a labelled corpus "
                   "(corpus.label_field)")
 
@@ -321,9 +321,9 @@ class SearchSpec:
         if self.downstream is None:
             raise ConfigError(f"metric={self.metric!r} needs a downstream section (data: a labelled file) "
                               "that scores every finished trial")
-        check(self.metric in self.downstream.metrics(), "metric", self.metric,
+        require(self.metric in self.downstream.metrics(), "metric", self.metric,
               f"one of {', '.join(self.downstream.metrics())} (downstream.finetune: true adds the finetune_ ones)")
-        check(self.scheduler.name == "fifo", "scheduler.name", self.scheduler.name,
+        require(self.scheduler.name == "fifo", "scheduler.name", self.scheduler.name,
               f"fifo: metric={self.metric!r} is known only when a trial has finished, so no scheduler can stop "
               "trials early by it")
 
@@ -331,14 +331,14 @@ class SearchSpec:
         grids = [d.field for d in self.domains if d.kind == "grid"]
         if self.search.name == "grid":
             others = [d.field for d in self.domains if d.kind != "grid"]
-            check(not others, "search.name", "grid", f"every space field a grid, but {others[0]} is not"
+            require(not others, "search.name", "grid", f"every space field a grid, but {others[0]} is not"
                   if others else "")
         if self.search.name == "optuna" and grids:
             raise ConfigError(f"search.name='optuna' cannot cross grid fields ({grids[0]}); use choice instead")
         if self.scheduler.name == "pbt":
             fields = [d.field for d in self.domains]
             for name in self.scheduler.mutations or []:
-                check(name in fields, "scheduler.mutations", name, f"a searched field ({', '.join(fields)})")
+                require(name in fields, "scheduler.mutations", name, f"a searched field ({', '.join(fields)})")
             if not self.mutable():
                 raise ConfigError("scheduler.name='pbt' needs a field to perturb: add a field that is not a grid "
                                   "to space, or list a grid field in scheduler.mutations")
@@ -405,8 +405,8 @@ def build_spec(data: dict, name: str = "search") -> SearchSpec:
     for key in ("metric", "mode", "name", "description"):
         if key in data:
             data[key] = str(data[key])
-    check(data.get("mode", "min") in ("min", "max"), "mode", data.get("mode"), "min or max")
-    check(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
+    require(data.get("mode", "min") in ("min", "max"), "mode", data.get("mode"), "min or max")
+    require(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
     return SearchSpec(**data)
 
 
@@ -442,7 +442,7 @@ def load_spec(spec, overrides: list[str] | dict | None = None) -> SearchSpec:
         path = resolve_path(spec)
         data, name = config_mod.read_yaml(path), path.stem
     tree = config_mod.parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else (overrides or {})
-    check(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
+    require(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
     for key, value in tree.items():
         if key in SPEC_KEYS - {"base", "space"}:
             current = data.get(key) or {}
