@@ -340,14 +340,22 @@ class Config:
 
 # ---------------------------------------------------------------- building from dicts
 
+# A section given by a name alone (`corpus: synthetic`, `objective: mlm`, and in a search
+# `scheduler: asha`, `search: random`) stands for the mapping of its one main key.
+SHORTHANDS = {"corpus": "source", "objective": "name", "scheduler": "name", "search": "name"}
+
+
+def expand(key: str, value: Any) -> Any:
+    """The mapping the shorthand section ``key: value`` stands for (``corpus: x`` is
+    ``{"source": x}``); any other value as it is."""
+    if isinstance(value, str) and key in SHORTHANDS:
+        return {SHORTHANDS[key]: value}
+    return value
+
 
 def build(data: dict | None = None) -> Config:
     """Build a validated :class:`Config` from a nested dict (unknown keys are errors)."""
-    data = dict(data or {})
-    if isinstance(data.get("corpus"), str):  # `corpus: synthetic` shorthand
-        data["corpus"] = {"source": data["corpus"]}
-    if isinstance(data.get("objective"), str):
-        data["objective"] = {"name": data["objective"]}
+    data = {k: expand(k, v) for k, v in (data or {}).items()}
     objective = data.pop("objective", None) or {}
     if not isinstance(objective, dict):
         raise ConfigError(f"objective must be a name or a mapping, got {objective!r}")
@@ -469,9 +477,7 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = tree
     for p in parents:
-        child = node.get(p)
-        if isinstance(child, str) and p in ("corpus", "objective"):  # shorthand already set
-            child = {"source" if p == "corpus" else "name": child}
+        child = expand(p, node.get(p))
         if not isinstance(child, dict):
             child = {}
         node[p] = child
@@ -483,12 +489,8 @@ def merge(base: dict, extra: dict) -> dict:
     """Deep-merge ``extra`` into a copy of ``base``."""
     out = dict(base)
     for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        elif isinstance(v, dict) and isinstance(out.get(k), str) and k in ("corpus", "objective"):
-            out[k] = merge({"source" if k == "corpus" else "name": out[k]}, v)
-        else:
-            out[k] = v
+        current = expand(k, out.get(k))
+        out[k] = merge(current, v) if isinstance(v, dict) and isinstance(current, dict) else v
     return out
 
 

@@ -395,10 +395,7 @@ def build_spec(data: dict, name: str = "search") -> SearchSpec:
         data.pop("downstream", None)
     for key, cls in sections.items():
         if key in data:
-            value = data[key]
-            if isinstance(value, str) and key in ("scheduler", "search"):
-                value = {"name": value}
-            data[key] = config_mod._build_dataclass(cls, value, key)
+            data[key] = config_mod._build_dataclass(cls, config_mod.expand(key, data[key]), key)
     for key in ("num_samples", "max_concurrent_trials"):
         if isinstance(data.get(key), config_mod.Override):
             data[key] = config_mod._parse_scalar(data[key])
@@ -445,9 +442,7 @@ def load_spec(spec, overrides: list[str] | dict | None = None) -> SearchSpec:
     require(isinstance(data.get("base", {}), dict), "base", data.get("base"), "a mapping (a run config)")
     for key, value in tree.items():
         if key in SPEC_KEYS - {"base", "space"}:
-            current = data.get(key) or {}
-            if isinstance(current, str) and key in ("scheduler", "search"):  # `scheduler: asha` shorthand
-                current = {"name": current}
+            current = config_mod.expand(key, data.get(key) or {})
             data[key] = config_mod.merge(current, value) if isinstance(value, dict) else value
         else:
             data["base"] = config_mod.merge(data.get("base") or {}, {key: value})
