@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 import re
-import signal
 import tempfile
-import threading
-import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -32,16 +29,14 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the regis
 
 
 @contextlib.contextmanager
-def save(model, optimizer, scheduler, counters: dict, die_copying_to: Path | None = None):
-    """Yield a :class:`ray.train.Checkpoint` of the training state, in a temporary directory.
-
-    ``die_copying_to`` (fault injection for tests): SIGKILL this process while Ray copies the
-    checkpoint to that directory."""
+def save(model, optimizer, scheduler, counters: dict, staged: Iterable[Callable[[Path], None]] = ()):
+    """Yield a :class:`ray.train.Checkpoint` of the training state, in a temporary directory;
+    each of ``staged`` is called with that directory once it is written."""
     with tempfile.TemporaryDirectory(prefix="sslab-ckpt-") as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "counters": counters}, Path(tmp) / STATE_FILE)
-        if die_copying_to is not None:
-            die_once_copying(Path(tmp), die_copying_to)
+        for call in staged:
+            call(Path(tmp))
         yield Checkpoint.from_directory(tmp)
 
 
@@ -76,23 +71,3 @@ def latest(run_dir: str | Path) -> Path | None:
         return None
     last = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
     return Path(run_dir) / last["checkpoint_dir_name"] if last else None
-
-
-def die_once_copying(tmp: Path, dest: Path) -> None:
-    """Pad the checkpoint so that copying it takes a while, and SIGKILL this process (as a lost
-    machine would) as soon as the copy has begun: ``dest`` holds a first file.
-
-    Waits first until an earlier checkpoint is registered: Train's controller collects reports
-    every ~2 s, and a kill before it has would restart the run from step 0 (and strike again)."""
-    deadline = time.monotonic() + 300
-    while latest(dest.parent) is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with open(tmp / "padding.bin", "wb") as f:
-        f.truncate(256 * 2**20)  # sparse: cheap to make, a real 256 MiB to copy
-
-    def watch():
-        while not (dest.is_dir() and any(dest.iterdir())):
-            time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, daemon=True).start()

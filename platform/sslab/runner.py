@@ -6,9 +6,6 @@ before Ray starts, so bad input never claims a resource.
 from __future__ import annotations
 
 import json
-import logging
-import math
-import os
 import signal
 import sys
 import threading
@@ -20,9 +17,8 @@ import ray
 import ray.train
 from ray.data.expressions import col
 from ray.train.torch import TorchConfig, TorchTrainer
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sslab import capacity, corpus, evaluation, pipeline, progress, runs, tracking
+from sslab import cluster, corpus, evaluation, pipeline, progress, runs, tracking
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
@@ -30,9 +26,7 @@ from sslab.errors import RunError, find_sslab_error, first_worker_error
 from sslab import objectives
 from sslab.objectives import get as get_objective
 from sslab.protocol import fixed_protocol
-from sslab.train_loop import train_loop_per_worker
-
-log = logging.getLogger("sslab")
+from sslab.train_loop import WorkerHook, WorkerPlan, train_loop_per_worker
 
 
 @dataclass
@@ -68,19 +62,22 @@ class RunData:
 
 
 @dataclass
-class TrialHooks:
-    """How a Tune trial drives a run (see ``sslab.search``): Ray Train callbacks that forward its
-    reports, and for a PBT restart the checkpoint to start from and a fresh Train run to hold it."""
+class RunHooks:
+    """How a caller reaches into a run: a Tune trial (see ``sslab.search``) forwards its reports
+    through Ray Train callbacks and, for a PBT restart, names the checkpoint to start from and a
+    fresh Train run to hold it; tests inject faults into the workers' loop."""
 
     callbacks: list = field(default_factory=list)
     start_from: str | None = None
     """Checkpoint directory to load weights, optimizer and step from (PBT's exploit)."""
     restart: int = 0
     """Number of this restart within the run directory (0: the run itself)."""
+    worker: tuple[WorkerHook, ...] = ()
+    """Called inside every training worker's loop (:class:`~sslab.train_loop.WorkerHook`)."""
 
 
 def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None,
-             hooks: TrialHooks | None = None) -> RunResult:
+             hooks: RunHooks | None = None) -> RunResult:
     """Pretrain one model; ``config`` is a :class:`Config`, a nested dict or a YAML path.
 
     Rerunning with the same ``run.out`` resumes from that directory's last checkpoint. Bad input
@@ -90,17 +87,18 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     the run directory as it found it.
     """
     cfg = as_config(config, overrides)
-    hooks = hooks or TrialHooks()
+    hooks = hooks or RunHooks()
     started = time.time()
     corpus.check(cfg.corpus)
     tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
-    check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker, asked(cfg.scaling))
+    cluster.check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
+                             cluster.asked(cfg.scaling))
     with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
-        init_ray(cfg)
-        check_resources(cfg)
-        check_shared_storage(run_dir)
+        cluster.init_ray(cfg)
+        cluster.check_resources(cfg)
+        cluster.check_shared_storage(run_dir)
         try:
             data = prepare_data(cfg, run_dir)
         except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
@@ -119,140 +117,6 @@ def as_config(config, overrides) -> Config:
     return load(config, overrides)
 
 
-def init_ray(cfg: Config) -> None:
-    """Join ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray sized for the run."""
-    s = cfg.scaling
-    join_or_start_ray(cfg.run.ray_address, s.num_workers, s.cpus_per_worker,
-                      simulated_gpus=s.num_workers * s.gpus_per_worker if s.simulate_gpu else 0)
-
-
-def starts_local_ray(address: str | None) -> bool:
-    """Whether :func:`join_or_start_ray` would start Ray on this machine: Ray is not up and
-    neither ``address`` (``run.ray_address``) nor ``RAY_ADDRESS`` names one to join."""
-    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
-
-
-def check_local_cpus(address: str | None, workers: int, cpus_per_worker: float, asked: str) -> None:
-    """Before Ray starts: when sslab would start Ray itself, refuse training workers that need
-    more CPUs than this machine has (``asked`` names their keys and values) rather than
-    oversubscribe its cores. A cluster to join is judged once joined (:func:`check_resources`)."""
-    if not starts_local_ray(address):
-        return
-    reason = capacity.machine_shortfall(workers, cpus_per_worker)
-    if reason:
-        raise RunError(f"{asked} {reason} (no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)")
-
-
-def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float, simulated_gpus: float = 0) -> None:
-    """Join the Ray at ``address`` (or ``RAY_ADDRESS``); without one, start a private Ray on this
-    machine with all its CPUs (:func:`capacity.machine_cpus`), and one more logical CPU when
-    ``workers`` training workers fill them, for Ray Data to corrupt each epoch on the fly beside
-    them. Nothing when Ray is already up. Callers refuse more workers than the machine holds
-    first, before anything is written (:func:`check_local_cpus`).
-
-    ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
-    ``num_cpus`` for it. ``simulated_gpus``: GPUs the run needs though the machine has none
-    (``scaling.simulate_gpu``); the local Ray declares that many, and at least one per CPU so that
-    a later simulated run in the same process fits too, as ``ray start --num-gpus`` would."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    from ray._private import services
-
-    try:
-        others = services.find_gcs_addresses()
-    finally:
-        services.find_gcs_addresses.cache_clear()  # Ray caches the answer, and ours is about to start
-    if others:
-        # Ray Train's clean-up after a run ended abruptly (a trial ASHA stops) finds the cluster
-        # through the State API, which refuses to guess between two local Rays: the stopped run's
-        # placement group is never freed, and the search stalls.
-        log.warning("another Ray runs on this machine (GCS at %s): Ray Train cannot free a stopped trial's "
-                    "resources while two run here ('Found multiple active Ray instances'), so a search may "
-                    "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
-                    "it with RAY_ADDRESS", ", ".join(sorted(others)))
-    needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
-    gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
-    num_cpus = max(capacity.machine_cpus(), needed)
-    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
-             _system_config=capacity.warm_workers(num_cpus), **gpus)
-
-
-def use_gpu(cfg: Config) -> bool:
-    """``scaling.use_gpu``, or when it is unset whether the cluster has GPUs now (always, simulated)."""
-    if cfg.scaling.use_gpu is not None or cfg.scaling.simulate_gpu:
-        return cfg.scaling.use_gpu or cfg.scaling.simulate_gpu
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
-def check_resources(cfg: Config) -> None:
-    """Fail fast, never hang, when the Ray cluster can never hold the run's workers.
-
-    Each worker's bundle (``scaling.cpus_per_worker`` CPUs, and ``scaling.gpus_per_worker`` GPUs
-    when it uses GPUs) must fit on one node, and the nodes together must hold
-    ``scaling.num_workers`` of them, placed as ``scaling.placement_strategy`` says, with a CPU
-    left for Ray Data. A fixed cluster is judged by its alive nodes, an autoscaling one by the node
-    types its autoscaler publishes; an autoscaler that publishes none may add nodes the driver
-    cannot see, so nothing is refused and the run logs what it waits for (:mod:`sslab.capacity`).
-    """
-    s, gpu = cfg.scaling, use_gpu(cfg)
-    bundle = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}
-    strategy = s.placement_strategy
-    kinds = capacity.node_kinds()
-    if kinds is None:
-        log.info("the Ray cluster autoscales: waiting for nodes with room for %d workers of %s (%s)",
-                 s.num_workers, capacity.describe(bundle), strategy)
-        return
-    reason = capacity.shortfall(bundle, s.num_workers, kinds, strategy=strategy)
-    if reason:
-        what = asked(s)
-        if gpu:
-            what += (f" x scaling.gpus_per_worker={s.gpus_per_worker:g} "
-                     f"(scaling.use_gpu={'true' if s.use_gpu else 'unset: the cluster has GPUs'})")
-        if strategy != "PACK":
-            what += f" with scaling.placement_strategy={strategy}"
-        raise RunError(f"{what} cannot fit on the Ray cluster: {reason}")
-
-
-def asked(s) -> str:
-    """A run's request in its keys: ``scaling.num_workers=2 x scaling.cpus_per_worker=1``."""
-    return f"scaling.num_workers={s.num_workers} x scaling.cpus_per_worker={s.cpus_per_worker:g}"
-
-
-def check_shared_storage(run_dir: Path) -> None:
-    """On a multi-node cluster, every node must see ``run.out`` at the same path (NFS, or a
-    mounted bucket): workers on any node write its checkpoints and metrics."""
-    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-    if len(nodes) < 2:
-        return
-    marker = run_dir / f".sslab-shared-{os.getpid()}"
-    marker.write_text("")
-    try:
-        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                        .remote(str(marker)) for n in nodes])
-    finally:
-        marker.unlink()
-    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
-    if blind:
-        raise RunError(f"run.out={str(run_dir)!r} is not visible from node(s) {', '.join(blind)}: a multi-node run "
-                       f"needs run.out on storage every node mounts at the same path (NFS, or a mounted bucket)")
-
-
-@ray.remote(num_cpus=0)
-def sees(path: str) -> bool:
-    return os.path.exists(path)
-
-
-def sample_texts(docs, n: int):
-    """The texts of the first ``n`` documents, the same ones on every run: the order is kept."""
-    docs.context.execution_options.preserve_order = True
-    for batch in docs.limit(n).iter_batches(batch_size=1000, batch_format="numpy"):
-        yield from batch["text"].tolist()
-
-
 def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     """Read and split the corpus, get the tokenizer, pack and corrupt the blocks."""
     ctx = ray.data.DataContext.get_current()
@@ -263,11 +127,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     ctx.print_on_execution_start = False
     docs = corpus.read_documents(cfg.corpus)
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
-    sample = progress.counting(sample_texts(train_docs, cfg.tokenizer.sample_docs), cfg.tokenizer.sample_docs,
-                               "tokenizer sample (documents)", quiet)
-    with progress.stage("tokenizer", quiet):
-        tok = tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample, run_dir, cfg.model.max_positions,
-                                               fallback_path=cfg.model.init_from)
+    tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, run_dir, quiet)
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
     tokenizers_mod.add_tokens(tok, extra, run_dir)
@@ -310,19 +170,10 @@ def load_probe(cfg: Config, val_docs, tok) -> dict | None:
     return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
 
 
-def faults() -> dict:
-    """Fault injection for tests, read from the driver's environment; each strikes a fresh (not
-    resumed) attempt only. ``SSLAB_FAIL_AT_STEP=N``: raise before step N, as a crashed worker
-    would. ``SSLAB_KILL_DURING_CHECKPOINT=N``: SIGKILL rank 0 while its step-N checkpoint is
-    being copied to storage."""
-    env = {"fail_at_step": "SSLAB_FAIL_AT_STEP", "kill_during_checkpoint": "SSLAB_KILL_DURING_CHECKPOINT"}
-    return {key: int(os.environ[var]) if os.environ.get(var) else None for key, var in env.items()}
-
-
-def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
+def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
     """Build the epoch stream and run the ``TorchTrainer``; sslab errors surface unwrapped."""
     t, s = cfg.train, cfg.scaling
-    gpu = use_gpu(cfg)
+    gpu = cluster.use_gpu(cfg)
     # A restart is a new Train run inside the run directory: Train would otherwise resume the
     # run's own latest checkpoint rather than the one PBT chose.
     storage, name = (run_dir, f"restart_{hooks.restart}") if hooks.restart else (run_dir.parent, run_dir.name)
@@ -333,10 +184,10 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: TrialHooks):
         train_loop_per_worker,
         # Ray picks NCCL for workers with GPUs; simulated ones are CPUs, which NCCL cannot drive.
         torch_config=TorchConfig(backend="gloo") if s.simulate_gpu else None,
-        train_loop_config={"config": cfg.to_dict(), "vocab": data.objective.vocab, "probe": data.probe,
-                           "blocks_per_step": blocks_per_step, "train_blocks": data.num_train_blocks,
-                           "run_dir": str(run_dir), "start_from": hooks.start_from,
-                           "plugins": objectives.plugins(), **faults()},
+        train_loop_config={"plan": WorkerPlan(
+            config=cfg.to_dict(), vocab=data.objective.vocab, probe=data.probe, blocks_per_step=blocks_per_step,
+            train_blocks=data.num_train_blocks, run_dir=str(run_dir), start_from=hooks.start_from,
+            plugins=objectives.plugins(), hooks=tuple(hooks.worker))},
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=gpu, placement_strategy=s.placement_strategy,
             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}),

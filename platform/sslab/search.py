@@ -24,7 +24,7 @@ from pathlib import Path
 import ray
 import yaml
 
-from sslab import capacity, corpus
+from sslab import capacity, cluster, corpus
 from sslab import config as config_mod
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
@@ -130,19 +130,15 @@ def spec_dict(spec: SearchSpec) -> dict:
 
 def check_machine(spec: SearchSpec) -> None:
     """Without a cluster to join, a trial's workers must fit on this machine's CPUs (as a run's must)."""
-    from sslab.runner import check_local_cpus
-
     r = spec.resources
-    check_local_cpus(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker,
+    cluster.check_local_cpus(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker,
                      f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}")
 
 
 def init_ray(spec: SearchSpec) -> None:
     """Join the base's ``run.ray_address`` (or ``RAY_ADDRESS``), or start a local Ray for one trial at least."""
-    from sslab.runner import join_or_start_ray
-
     r = spec.resources
-    join_or_start_ray(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker)
+    cluster.join_or_start_ray(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker)
 
 
 def concurrency(spec: SearchSpec) -> int:
@@ -188,12 +184,8 @@ def with_shared_tokenizer(spec: SearchSpec, search_dir: Path) -> dict:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = ctx.print_on_execution_start = False
     try:
-        docs = corpus.read_documents(cfg.corpus)
-        train_docs, _ = corpus.split(docs, cfg.corpus.val_fraction)
-        from sslab.runner import sample_texts
-
-        tokenizers_mod.prepare_tokenizer(cfg.tokenizer, sample_texts(train_docs, cfg.tokenizer.sample_docs),
-                                         search_dir, cfg.model.max_positions, fallback_path=cfg.model.init_from)
+        train_docs, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
+        tokenizers_mod.corpus_tokenizer(cfg, train_docs, search_dir)
     except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
         raise (find_sslab_error(e) or e) from None
     return config_mod.merge(spec.base, {"tokenizer": {"path": str(search_dir / "tokenizer")}})
@@ -232,14 +224,14 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from sslab.runner import TrialHooks
+    from sslab.runner import RunHooks
 
     run_dir = Path(setup.search_dir) / "trials" / ray_tune.get_context().get_trial_id()
     cfg = setup.config(params, run_dir)
     start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
     restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
     queue = Queue(actor_options={"num_cpus": 0})
-    hooks = TrialHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart)
+    hooks = RunHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart)
     # The run leaves the trial's placement group, which Tune would capture its Ray Data tasks
     # into: it schedules like a standalone run, and dies with the trial when Tune stops it.
     run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from sslab import lazy
-from sslab.config import TokenizerConfig
+from sslab import lazy, progress
+from sslab.config import Config, TokenizerConfig
 from sslab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -156,6 +156,25 @@ def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path,
         tok = train_tokenizer(cfg, texts, max_length)
     tok.save_pretrained(str(saved))
     return tok
+
+
+def corpus_tokenizer(cfg: Config, train_docs, out_dir: Path, quiet: bool = True) -> PreTrainedTokenizerFast:
+    """The tokenizer of a run (or of every trial of a search) on the corpus whose training split
+    is the Ray Dataset ``train_docs``: :func:`prepare_tokenizer` into ``out_dir``, trained on
+    ``tokenizer.sample_docs`` of its documents when it has to be, with progress unless ``quiet``."""
+    n = cfg.tokenizer.sample_docs
+    sample = progress.counting(sample_texts(train_docs, n), n, "tokenizer sample (documents)", quiet)
+    with progress.stage("tokenizer", quiet):
+        return prepare_tokenizer(cfg.tokenizer, sample, out_dir, cfg.model.max_positions,
+                                 fallback_path=cfg.model.init_from)
+
+
+def sample_texts(docs, n: int) -> Iterator[str]:
+    """The texts of the first ``n`` documents of the Ray Dataset ``docs``, the same ones on every
+    run: the order is kept."""
+    docs.context.execution_options.preserve_order = True
+    for batch in docs.limit(n).iter_batches(batch_size=1000, batch_format="numpy"):
+        yield from batch["text"].tolist()
 
 
 def source_dir(cfg: TokenizerConfig, run_dir: Path, fallback_path: str | None = None) -> str | None:

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray.train
 import ray.train.torch
@@ -30,6 +31,9 @@ from sslab.rng import splitmix64
 from sslab.progress import Progress
 from sslab.tracking import Tracker
 
+if TYPE_CHECKING:
+    from sslab.tokenizer import Vocab
+
 
 @dataclass
 class Counters:
@@ -39,6 +43,43 @@ class Counters:
     tokens: int = 0
     nonfinite_total: int = 0
     nonfinite_run: int = 0
+
+
+class WorkerHook:
+    """Called inside every training worker's loop, at the points below (each does nothing here).
+
+    sslab's tests inject faults through hooks (a crash before a step, a kill while a checkpoint
+    is copied). Hooks travel to the workers in the :class:`WorkerPlan`, so they must pickle: a
+    module outside sslab that defines one registers itself with
+    ``ray.cloudpickle.register_pickle_by_value`` so that workers need not import it."""
+
+    def before_step(self, step: int, resumed: bool) -> None:
+        """Before optimizer step ``step + 1``; ``resumed``: this attempt started from a checkpoint."""
+
+    def checkpoint_staged(self, staged: Path, dest: Path, resumed: bool) -> None:
+        """Rank 0 has written the checkpoint to ``staged``; Ray copies it to ``dest`` next."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a training worker gets from the driver: typed, frozen and picklable."""
+
+    config: dict
+    """The resolved :class:`~sslab.config.Config` as a dict: built in the worker once the driver's
+    plug-in objectives are adopted, since a plug-in may bring its own objective config."""
+    vocab: Vocab
+    probe: dict | None
+    """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
+    blocks_per_step: int
+    """Blocks all workers train on per optimizer step."""
+    train_blocks: int
+    """Blocks in one epoch of the training split."""
+    run_dir: str
+    start_from: str | None = None
+    """Checkpoint directory to load weights, optimizer and step from (PBT's exploit)."""
+    plugins: tuple = ()
+    """Objectives registered outside sslab (:func:`sslab.objectives.plugins`)."""
+    hooks: tuple[WorkerHook, ...] = ()
 
 
 def build_optimizer(model: torch.nn.Module, cfg, fused: bool = False) -> torch.optim.Optimizer:
@@ -128,7 +169,7 @@ class Worker:
     """What one training worker holds between steps."""
 
     cfg: config_mod.Config
-    loop_cfg: dict
+    plan: WorkerPlan
     objective: object
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -140,17 +181,19 @@ class Worker:
     world: int
     accelerator: Accelerator
     flops_per_token: float
+    resumed: bool
+    """This attempt started from a checkpoint (the run's own, or PBT's ``start_from``)."""
 
 
-def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
-    """Build (or restore) the model, optimizer and schedule; returns the worker and restored counters."""
-    adopt(loop_cfg.get("plugins", ()))  # objectives registered by the driver's script
-    cfg = config_mod.build(loop_cfg["config"])
+def setup(plan: WorkerPlan) -> Worker:
+    """Build (or restore) the model, optimizer and schedule."""
+    adopt(plan.plugins)  # objectives registered by the driver's script
+    cfg = config_mod.build(plan.config)
     ctx = ray.train.get_context()
     acc = accelerator.of_worker(cfg.scaling)
     if acc.device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    objective = get_objective(cfg.objective.name)(cfg.objective, loop_cfg["vocab"])
+    objective = get_objective(cfg.objective.name)(cfg.objective, plan.vocab)
     torch.manual_seed(cfg.train.seed)  # identical init everywhere; DDP also broadcasts rank 0's
     model = objective.build_model(cfg.model)
     if cfg.train.compile:
@@ -160,24 +203,24 @@ def setup(loop_cfg: dict) -> tuple[Worker, dict | None]:
                                           parallel_strategy_kwargs={"gradient_as_bucket_view": True})
     optimizer = build_optimizer(model, cfg.train, fused=acc.gpu_recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train))
-    restored = restore(loop_cfg, unwrap(model), optimizer, scheduler, cfg.train)
+    restored = restore(plan.start_from, unwrap(model), optimizer, scheduler, cfg.train)
     for group in optimizer.param_groups:  # a restored group carries the recipe of the device that saved it
         group["fused"] = acc.gpu_recipe
     counters = Counters(**restored) if restored else Counters()
     quiet = cfg.run.quiet or ctx.get_world_rank() != 0
-    worker = Worker(cfg, loop_cfg, objective, model, optimizer, scheduler, counters,
+    worker = Worker(cfg, plan, objective, model, optimizer, scheduler, counters,
                     Progress(cfg.train.max_steps, counters.step, quiet=quiet),
-                    Tracker(cfg, loop_cfg["run_dir"], counters.step, ctx.get_world_rank()),
+                    Tracker(cfg, plan.run_dir, counters.step, ctx.get_world_rank()),
                     ray.train.get_dataset_shard("val"),
-                    ctx.get_world_size(), acc, models.flops_per_token(unwrap(model), cfg.train.seq_len))
-    return worker, restored
+                    ctx.get_world_size(), acc, models.flops_per_token(unwrap(model), cfg.train.seq_len),
+                    resumed=restored is not None)
+    return worker
 
 
-def restore(loop_cfg: dict, model, optimizer, scheduler, train_cfg) -> dict | None:
+def restore(start: str | None, model, optimizer, scheduler, train_cfg) -> dict | None:
     """Resume the run's own latest checkpoint, else start from ``start_from`` (PBT's exploit):
     its weights, optimizer and step, under this trial's (perhaps perturbed) learning rate."""
     own = ray.train.get_checkpoint()
-    start = loop_cfg.get("start_from")
     if own is not None or not start:
         return checkpoint.restore(own, model, optimizer, scheduler)
     counters = checkpoint.restore(ray.train.Checkpoint(start), model, optimizer, scheduler)
@@ -187,22 +230,19 @@ def restore(loop_cfg: dict, model, optimizer, scheduler, train_cfg) -> dict | No
     return counters
 
 
-def train_loop_per_worker(loop_cfg: dict) -> None:
-    """Ray Train entry point; ``loop_cfg`` holds the resolved config, vocab and probe set."""
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point; ``loop_config["plan"]`` is the run's :class:`WorkerPlan`."""
     quiet_ray_train_reports()
-    w, restored = setup(loop_cfg)
+    w = setup(loop_config["plan"])
     cfg, counters = w.cfg, w.counters
     rank = ray.train.get_context().get_world_rank()
     batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, counters.step * cfg.train.grad_accum,
                             w.accelerator)
-    fail_at = None if restored else loop_cfg.get("fail_at_step")
-    if restored:  # fault injection strikes a fresh attempt only
-        loop_cfg["kill_during_checkpoint"] = None
     w.model.train()
     with contextlib.closing(w.tracker):
         while counters.step < cfg.train.max_steps:
-            if counters.step == fail_at:
-                raise RuntimeError(f"injected failure at step {fail_at} (SSLAB_FAIL_AT_STEP)")
+            for hook in w.plan.hooks:
+                hook.before_step(counters.step, w.resumed)
             torch.manual_seed(step_seed(cfg.train.seed, rank, counters.step))
             done = train_step(w.model, w.objective, w.optimizer, batches, cfg, w.accelerator.autocast())
             apply_or_skip(w.optimizer, w.scheduler, counters, done.loss, done.grad_norm, cfg)
@@ -232,7 +272,7 @@ def step_metrics(w: Worker, done: StepResult) -> dict:
     metrics = {"step": c.step, "wall_time": time.time(), "loss": done.loss, "lr": w.scheduler.get_last_lr()[0],
                "grad_norm": done.grad_norm,
                "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s, "data_wait": w.progress.data_wait,
-               "epoch": c.step * w.loop_cfg["blocks_per_step"] / w.loop_cfg["train_blocks"],
+               "epoch": c.step * w.plan.blocks_per_step / w.plan.train_blocks,
                "nonfinite_steps": c.nonfinite_total}
     if w.accelerator.peak_flops:
         flops_per_token = w.flops_per_token * done.model_tokens / done.tokens  # per token trained
@@ -259,12 +299,12 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     if not (do_eval or do_ckpt or step % t.log_every == 0):
         return
     if do_eval:
-        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.loop_cfg.get("probe"), w.cfg, w.accelerator.device))
+        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.plan.probe, w.cfg, w.accelerator.device))
         w.model.train()
     w.progress.line(metrics)
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
-        append_history(w.loop_cfg["run_dir"], metrics)
+        append_history(w.plan.run_dir, metrics)
         w.tracker.log(metrics)
     if not (do_eval or do_ckpt):
         # Logging alone skips Ray: a report is a barrier, and Train V2's controller drains each
@@ -273,8 +313,9 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     metrics = {**metrics, "device": w.accelerator.name}  # for the summary; the trackers take numbers only
     if do_ckpt and rank0:
         name = f"checkpoint_{step:08d}"
-        die = Path(w.loop_cfg["run_dir"]) / name if step == w.loop_cfg.get("kill_during_checkpoint") else None
-        with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters), die) as ckpt:
+        dest = Path(w.plan.run_dir) / name
+        staged = [lambda tmp, hook=hook: hook.checkpoint_staged(tmp, dest, w.resumed) for hook in w.plan.hooks]
+        with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters), staged) as ckpt:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
     else:
         ray.train.report(metrics, checkpoint=None)

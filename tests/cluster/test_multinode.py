@@ -15,6 +15,7 @@ from sslab import checkpoint
 from sslab.config import load
 from sslab.errors import RunError
 
+from faults import kill_while_copying_checkpoint
 from watch import When, losses, registered, steps_logged, train_workers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -110,7 +111,7 @@ def test_a_killed_worker_process_resumes_from_the_last_checkpoint(nodes, overrid
 
 
 def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(nodes, overrides, uninterrupted,
-                                                                                   tmp_path, monkeypatch):
+                                                                                   tmp_path):
     run_dir = tmp_path / "run"
     partial = {}
 
@@ -120,8 +121,8 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_on
 
     spy = When(lambda: restarted(steps_logged(run_dir)), record_partial)
     spy.start()
-    monkeypatch.setenv("SSLAB_KILL_DURING_CHECKPOINT", "20")
-    result = sslab.pretrain(load(overrides=overrides(run_dir, "scaling.max_failures=1")))
+    result = sslab.pretrain(load(overrides=overrides(run_dir, "scaling.max_failures=1")),
+                            hooks=kill_while_copying_checkpoint(20))
     spy.join(1)
     assert result.summary["steps"] == STEPS
     # The kill left step 20's directory part-written (its 256 MiB padding not copied), and the

@@ -37,7 +37,7 @@ import pytest
 import ray
 from transformers import BertConfig
 
-from sslab import capacity, runner, runs, synthetic
+from sslab import capacity, cluster, runner, runs, synthetic
 from sslab.cli import main
 from sslab.config import SyntheticConfig
 from sslab.errors import RunError
@@ -455,9 +455,9 @@ def test_an_autoscaler_without_published_node_types_is_waited_for_not_refused(mo
     monkeypatch.setattr(capacity, "published_node_types", lambda: [])
     monkeypatch.setattr(capacity, "autoscaler_running", lambda: True)
     with caplog.at_level(logging.INFO, logger="sslab"):
-        runner.check_resources(cfg)  # no error, no Ray call
+        cluster.check_resources(cfg)  # no error, no Ray call
     assert "autoscales: waiting for nodes with room for 64 workers of 1 CPU" in caplog.text
     monkeypatch.setattr(capacity, "published_node_types", lambda: [node(4, count=2)])
     with pytest.raises(RunError, match=r"^scaling.num_workers=64 x scaling.cpus_per_worker=1 cannot fit .* "
                                        r"hold at most 7 such workers"):
-        runner.check_resources(cfg)
+        cluster.check_resources(cfg)

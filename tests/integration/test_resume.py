@@ -17,6 +17,8 @@ import sslab
 from sslab.config import load
 from sslab.errors import RunError
 
+from faults import crash_before_step
+
 pytestmark = pytest.mark.slow
 
 STEPS, EVERY, CRASH = 30, 10, 15
@@ -49,12 +51,9 @@ def crashed_and_rerun(overrides, tmp_path_factory):
     cfg = load(overrides=overrides(root / "run", f"track.mlflow_uri=file:{root / 'mlruns'}",
                                    "track.mlflow_experiment=bakeoff", "track.wandb_project=sslab-test",
                                    "track.wandb_mode=offline"))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
     with pytest.raises(RunError, match="injected failure"):
-        sslab.pretrain(cfg)
+        sslab.pretrain(cfg, hooks=crash_before_step(CRASH))
     crashed_at = max(losses(root / "run"))
-    mp.undo()
     resumed = sslab.pretrain(cfg)  # the same command again
     lines = (root / "run" / "metrics.jsonl").read_text()
     again = sslab.pretrain(cfg)  # a finished run: nothing to train, the same model exported again
@@ -157,10 +156,9 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_ray(tiny, tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_a_worker_failure_within_max_failures_restarts_from_the_checkpoint(overrides, uninterrupted,
-                                                                           tmp_path, monkeypatch):
-    monkeypatch.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
-    result = sslab.pretrain(load(overrides=overrides(tmp_path / "run", "scaling.max_failures=1")))
+def test_a_worker_failure_within_max_failures_restarts_from_the_checkpoint(overrides, uninterrupted, tmp_path):
+    result = sslab.pretrain(load(overrides=overrides(tmp_path / "run", "scaling.max_failures=1")),
+                            hooks=crash_before_step(CRASH))
     assert result.summary["steps"] == STEPS
     assert losses(tmp_path / "run") == losses(uninterrupted.run_dir)
 
@@ -172,20 +170,18 @@ def test_a_rerun_with_a_different_model_config_is_refused_before_training(overri
 
 
 def test_a_crashed_run_reruns_compiled_from_its_checkpoint_and_keeps_the_checkpoint_format(
-        ray_cluster, tiny, tmp_path, monkeypatch):
+        ray_cluster, tiny, tmp_path):
     # train.compile changes how a run runs, not what it is: the rerun resumes, and TorchInductor's
     # model trains on the same weights and data (its dropout draws from its own generator).
     run_dir = tmp_path / "run"
     steps = lambda *extra: load(overrides=tiny(run_dir, "train.max_steps=20", "train.log_every=1",
                                                f"train.checkpoint_every={EVERY}", "train.eval_every=20",
                                                "eval.probe_docs=0", "model.dropout=0.1", *extra))
-    monkeypatch.setenv("SSLAB_FAIL_AT_STEP", str(CRASH))
     with pytest.raises(RunError, match="injected failure"):
-        sslab.pretrain(steps())
+        sslab.pretrain(steps(), hooks=crash_before_step(CRASH))
     eager = losses(run_dir)  # steps 1 to 14, in eager mode
     eager_keys = list(torch.load(run_dir / f"checkpoint_{EVERY:08d}" / "state.pt", map_location="cpu",
                                  weights_only=False)["model"])
-    monkeypatch.delenv("SSLAB_FAIL_AT_STEP")
     result = sslab.pretrain(steps("train.compile=true"))
     assert result.summary["steps"] == 20
     compiled = losses(run_dir)

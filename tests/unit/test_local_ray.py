@@ -12,7 +12,7 @@ import ray
 from ray._private import services
 from ray._private import utils as ray_utils
 
-from sslab import capacity, runner
+from sslab import capacity, cluster
 from sslab.errors import RunError
 
 
@@ -49,7 +49,7 @@ def local(num_cpus: int) -> dict:
 def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init, cores):
     running_here(monkeypatch, {"10.0.0.5:6379"})
     with caplog.at_level("WARNING", logger="sslab"):
-        runner.join_or_start_ray(None, 2, 1)
+        cluster.join_or_start_ray(None, 2, 1)
     assert ray_init == [local(4)]
     message = caplog.records[-1].getMessage()
     assert "10.0.0.5:6379" in message and "may stall" in message and "RAY_ADDRESS" in message, message
@@ -57,15 +57,15 @@ def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_ini
 
 def test_a_machine_without_another_ray_starts_quietly(caplog, ray_init, cores):
     with caplog.at_level("WARNING", logger="sslab"):
-        runner.join_or_start_ray(None, 2, 1)
+        cluster.join_or_start_ray(None, 2, 1)
     assert ray_init == [local(4)] and not caplog.records
 
 
 def test_workers_that_fill_the_cores_get_one_more_cpu_for_ray_data(ray_init, cores):
-    runner.check_local_cpus(None, 4, 1, "asked")  # as `--workers 2` fills 2 cores
-    runner.join_or_start_ray(None, 4, 1)
-    runner.check_local_cpus(None, 2, 2, "asked")
-    runner.join_or_start_ray(None, 2, 2)
+    cluster.check_local_cpus(None, 4, 1, "asked")  # as `--workers 2` fills 2 cores
+    cluster.join_or_start_ray(None, 4, 1)
+    cluster.check_local_cpus(None, 2, 2, "asked")
+    cluster.join_or_start_ray(None, 2, 2)
     assert ray_init == [local(5), local(5)]
 
 
@@ -73,19 +73,19 @@ def test_workers_that_fill_the_cores_get_one_more_cpu_for_ray_data(ray_init, cor
 def test_more_cpus_than_the_machine_has_are_refused_before_ray_starts(ray_init, cores, workers, cpus_per_worker,
                                                                       needed):
     with pytest.raises(RunError) as refused:
-        runner.check_local_cpus(None, workers, cpus_per_worker, "scaling.num_workers=W x scaling.cpus_per_worker=C")
+        cluster.check_local_cpus(None, workers, cpus_per_worker, "scaling.num_workers=W x scaling.cpus_per_worker=C")
     assert str(refused.value) == (f"scaling.num_workers=W x scaling.cpus_per_worker=C needs {needed} CPUs but this "
                                   "machine has 4 (no RAY_ADDRESS or run.ray_address: sslab starts Ray on this machine)")
     assert ray_init == []
 
 
 def test_a_cluster_to_join_is_judged_once_joined_not_by_this_machine(monkeypatch, ray_init, cores):
-    runner.check_local_cpus("ray://head:10001", 64, 1, "asked")  # run.ray_address
+    cluster.check_local_cpus("ray://head:10001", 64, 1, "asked")  # run.ray_address
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
-    runner.check_local_cpus(None, 64, 1, "asked")
+    cluster.check_local_cpus(None, 64, 1, "asked")
     monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a Ray this process started or joined
-    runner.check_local_cpus(None, 64, 1, "asked")
+    cluster.check_local_cpus(None, 64, 1, "asked")
     assert ray_init == []
 
 
@@ -97,12 +97,12 @@ def test_this_machines_cpus_are_the_ones_ray_would_count(monkeypatch):
 
 def test_an_address_is_joined_and_beats_ray_address(monkeypatch, ray_init):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
-    runner.join_or_start_ray("ray://head:10001", 2, 1)
-    runner.join_or_start_ray(None, 2, 1)
+    cluster.join_or_start_ray("ray://head:10001", 2, 1)
+    cluster.join_or_start_ray(None, 2, 1)
     assert ray_init == [{"address": "ray://head:10001"}, {"address": "10.0.0.9:6379"}]
 
 
 def test_a_running_ray_is_kept(monkeypatch, ray_init):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    runner.join_or_start_ray("ray://head:10001", 2, 1)
+    cluster.join_or_start_ray("ray://head:10001", 2, 1)
     assert ray_init == []

@@ -154,7 +154,7 @@ def test_a_pbt_start_loads_the_donors_state_under_the_trials_own_learning_rate(v
     cfg, _ = mlm(vocab, "train.lr=4e-3", "train.warmup_steps=2", "train.max_steps=20")  # explore's new lr
     fresh = trained_state(cfg, obj, vocab, steps=0)
     monkeypatch.setattr(train_loop.ray.train, "get_checkpoint", lambda: None)  # the trial's own run is new
-    counters = train_loop.restore({"start_from": str(saved)}, *fresh, cfg.train)
+    counters = train_loop.restore(str(saved), *fresh, cfg.train)
     model, optimizer, scheduler = fresh
     assert counters["step"] == 5
     for a, b in zip(model.parameters(), donor[0].parameters()):  # the donor's weights …
@@ -175,5 +175,5 @@ def test_a_runs_own_checkpoint_wins_over_the_pbt_start(vocab, tmp_path, monkeypa
     seen = []
     monkeypatch.setattr(train_loop.ray.train, "get_checkpoint", lambda: own)
     monkeypatch.setattr(train_loop.checkpoint, "restore", lambda ckpt, *a: seen.append(ckpt) or {"step": 9})
-    assert train_loop.restore({"start_from": str(tmp_path)}, None, None, None, cfg.train) == {"step": 9}
+    assert train_loop.restore(str(tmp_path), None, None, None, cfg.train) == {"step": 9}
     assert seen == [own]  # a worker restart inside a PBT restart resumes its own latest state
