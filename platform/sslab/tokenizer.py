@@ -7,9 +7,10 @@ so token ids never change under a resumed run.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,7 +139,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterator[str], run_dir: Path, max_length: int,
+def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], run_dir: Path, max_length: int,
                       fallback_path: str | None = None) -> PreTrainedTokenizerFast:
     """The run's tokenizer: ``run_dir/tokenizer`` if it exists, else loaded or trained, then saved there.
 
@@ -162,19 +163,53 @@ def corpus_tokenizer(cfg: Config, train_docs, out_dir: Path, quiet: bool = True)
     """The tokenizer of a run (or of every trial of a search) on the corpus whose training split
     is the Ray Dataset ``train_docs``: :func:`prepare_tokenizer` into ``out_dir``, trained on
     ``tokenizer.sample_docs`` of its documents when it has to be, with progress unless ``quiet``."""
-    n = cfg.tokenizer.sample_docs
-    sample = progress.counting(sample_texts(train_docs, n), n, "tokenizer sample (documents)", quiet)
+    if source_dir(cfg.tokenizer, out_dir, cfg.model.init_from):  # nothing to train: the corpus is not sampled
+        return prepare_tokenizer(cfg.tokenizer, iter(()), out_dir, cfg.model.max_positions,
+                                 fallback_path=cfg.model.init_from)
+    with progress.stage(f"tokenizer sample: {cfg.tokenizer.sample_docs:,} documents drawn from the whole corpus", quiet):
+        sample = sample_texts(train_docs, cfg.tokenizer.sample_docs, cfg.train.seed)
     with progress.stage("tokenizer", quiet):
         return prepare_tokenizer(cfg.tokenizer, sample, out_dir, cfg.model.max_positions,
                                  fallback_path=cfg.model.init_from)
 
 
-def sample_texts(docs, n: int) -> Iterator[str]:
-    """The texts of the first ``n`` documents of the Ray Dataset ``docs``, the same ones on every
-    run: the order is kept."""
-    docs.context.execution_options.preserve_order = True
-    for batch in docs.limit(n).iter_batches(batch_size=1000, batch_format="numpy"):
-        yield from batch["text"].tolist()
+def sample_texts(docs, n: int, seed: int) -> list[str]:
+    """A uniform sample of ``n`` documents of the Ray Dataset ``docs`` (all of them if it holds
+    fewer), the same for the same documents and ``seed`` whatever their order, their files or the
+    batching: the ``n`` whose seeded hash is smallest (a bottom-k sample), in the order of that hash.
+
+    Real corpora come sorted (by file, section, source); their first documents are one corner of
+    them, and a vocabulary trained there misses the rest (another language, another domain).
+    Two passes over the corpus: the hashes alone, to find the n-th smallest, then the texts at or
+    below it. Only ``n`` hashes per block and ``n`` texts reach the driver."""
+    smallest = np.empty(0, dtype=np.uint64)
+    keys = docs.map_batches(_smallest_keys, batch_format="numpy", batch_size=None, fn_kwargs={"n": n, "seed": seed})
+    for batch in keys.iter_batches(batch_size=None, batch_format="numpy"):
+        smallest = np.sort(np.concatenate([smallest, batch["key"]]))[:n]
+    if not len(smallest):
+        return []
+    chosen = docs.map_batches(_keyed_at_most, batch_format="numpy",
+                              fn_kwargs={"threshold": int(smallest[-1]), "seed": seed})
+    rows = [(int(k), t) for b in chosen.iter_batches(batch_size=None, batch_format="numpy")
+            for k, t in zip(b["key"], b["text"])]
+    return [str(t) for _, t in sorted(rows)[:n]]
+
+
+def doc_keys(texts, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each text: the order of :func:`sample_texts`."""
+    salt = seed.to_bytes(16, "little", signed=True)
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8, salt=salt).digest(), "little")
+                     for t in texts], dtype=np.uint64)
+
+
+def _smallest_keys(batch: dict, n: int, seed: int) -> dict:
+    return {"key": np.sort(doc_keys(batch["text"].tolist(), seed))[:n]}
+
+
+def _keyed_at_most(batch: dict, threshold: int, seed: int) -> dict:
+    keys = doc_keys(batch["text"].tolist(), seed)
+    keep = keys <= np.uint64(threshold)
+    return {"key": keys[keep], "text": batch["text"][keep]}
 
 
 def source_dir(cfg: TokenizerConfig, run_dir: Path, fallback_path: str | None = None) -> str | None:

@@ -191,3 +191,49 @@ def test_vocab_of_a_bpe_tokenizer_frames_blocks_with_s_and_slash_s(texts):
         if i not in v.special_ids:
             assert v.continues_word[i] == (not piece.startswith("\u0120")), piece
     assert not v.continues_word[list(v.special_ids)].any()
+
+
+# ---------------------------------------------------------------- the sample it trains on
+
+
+def sorted_corpus(n: int = 1000) -> list[str]:
+    """Documents in topic order, as real corpora come (by file, section, source): topic t holds
+    documents t*100 .. t*100+99."""
+    return [f"document {i} is about topic{i // 100} and says word{i % 37}" for i in range(n)]
+
+
+def test_the_sample_is_drawn_from_the_whole_corpus_whatever_its_order_or_blocks(ray_cluster):
+    import ray
+
+    docs = sorted_corpus()
+    in_order = ray.data.from_items([{"text": t} for t in docs], override_num_blocks=3)
+    shuffled = ray.data.from_items([{"text": t} for t in np.random.default_rng(0).permutation(docs)],
+                                   override_num_blocks=7)
+    sample = tokenizer.sample_texts(in_order, 100, seed=0)
+    assert len(sample) == len(set(sample)) == 100
+    assert tokenizer.sample_texts(shuffled, 100, seed=0) == sample  # the same documents, in the same order
+    topics = [int(t.split("topic")[1].split()[0]) for t in sample]
+    assert set(topics) == set(range(10)), "the first documents alone would be topic 0"
+    assert max(np.bincount(topics)) < 25  # about 10 of each of the 10 topics
+    assert tokenizer.sample_texts(in_order, 100, seed=1) != sample  # another seed, another sample
+    assert sorted(tokenizer.sample_texts(in_order, 5000, seed=0)) == sorted(docs)  # fewer than asked: all
+
+
+def test_a_corpus_whose_chinese_half_comes_last_gets_its_characters_in_the_vocabulary(ray_cluster, tmp_path):
+    # Measured on a real corpus (English files sorting before zh_CN ones): trained on its first
+    # documents, the WordPiece vocabulary held 11 CJK characters and 70 % of the Chinese tokens were [UNK].
+    import ray
+
+    from sslab.config import load
+
+    rng = np.random.default_rng(0)
+    hanzi = [chr(0x4E00 + i) for i in rng.choice(20000, 300, replace=False)]
+    english = list(synthetic.generate(SyntheticConfig(seed=3), 0, 600)["text"])
+    chinese = ["".join(rng.choice(hanzi, 40)) for _ in range(400)]
+    docs = ray.data.from_items([{"text": t} for t in english + chinese], override_num_blocks=4)
+    cfg = load(overrides=["tokenizer.vocab_size=1500", "tokenizer.sample_docs=600"])
+    tok = tokenizer.corpus_tokenizer(cfg, docs, tmp_path)
+    cjk = [t for t in tok.get_vocab() if len(t.removeprefix("##")) == 1 and "\u4e00" <= t.removeprefix("##") <= "\u9fff"]
+    assert len(set(c.removeprefix("##") for c in cjk)) >= 280, len(cjk)
+    unknown = sum(i == tok.unk_token_id for i in tok(chinese[:50], add_special_tokens=False)["input_ids"][0])
+    assert unknown == 0
