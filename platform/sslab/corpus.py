@@ -9,12 +9,13 @@ a ``CorpusError`` there, which reaches the driver wrapped by Ray (``find_sslab_e
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -51,6 +52,8 @@ class CorpusFiles:
     paths: list[str]
     """Paths on ``filesystem`` (``bucket/key`` in object storage)."""
     sizes: list[int]
+    mtimes_ns: list[int]
+    """Modification times (0 where the filesystem gives none): with the sizes, what says a file changed."""
     prefix: str = ""
     """What makes a path the URI a user knows (``s3://``); empty for local files."""
 
@@ -78,9 +81,9 @@ def list_files(cfg: CorpusConfig) -> CorpusFiles:
         raise CorpusError(f"corpus.source {cfg.source!r} cannot be listed: {e}") from None
     if not found:
         raise CorpusError(f"corpus.source {cfg.source!r} " + ("matches no files" if is_glob else "holds no files"))
-    found.sort()
-    local = isinstance(fs, pafs.LocalFileSystem) or "://" in found[0][0]
-    return CorpusFiles(fs, [p for p, _ in found], [s for _, s in found],
+    found.sort(key=lambda info: info.path)
+    local = isinstance(fs, pafs.LocalFileSystem) or "://" in found[0].path
+    return CorpusFiles(fs, [i.path for i in found], [i.size for i in found], [i.mtime_ns or 0 for i in found],
                        "" if local else urlsplit(cfg.source).scheme + "://")
 
 
@@ -123,29 +126,30 @@ def _with_driver_keys(fs: pafs.FileSystem) -> pafs.FileSystem:
     return pafs.S3FileSystem(**options)
 
 
-def _walk(fs: pafs.FileSystem, path: str, fmt: str, source: str) -> list[tuple[str, int]]:
-    """A file, or the visible files under a directory or prefix, as ``(path, size)``."""
+def _walk(fs: pafs.FileSystem, path: str, fmt: str, source: str) -> list[pafs.FileInfo]:
+    """A file, or the visible files under a directory or prefix."""
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [(info.path, info.size)]
+        return [info]
     if info.type != pafs.FileType.Directory:
         bucket = path.split("/", 1)[0]
         if fs.type_name in ("s3", "gcs") and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             raise CorpusError(f"corpus.source {source!r}: there is no bucket {bucket!r}")
         raise CorpusError(f"corpus.source {source!r} does not exist (no file, folder or prefix of that name)")
     entries = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    files = [(i.path, i.size) for i in entries if i.type == pafs.FileType.File and not _hidden(i.path, path)]
-    known = [f for f in files if PurePosixPath(f[0]).suffix.lower() in FORMATS]
+    files = [i for i in entries if i.type == pafs.FileType.File and not _hidden(i.path, path)]
+    known = [i for i in files if PurePosixPath(i.path).suffix.lower() in FORMATS]
     return known if fmt == "auto" and known else files
 
 
-def _glob(fs: pafs.FileSystem, pattern: str) -> list[tuple[str, int]]:
-    """The visible files a glob matches (``**`` spans folders), as ``(path, size)``."""
+def _glob(fs: pafs.FileSystem, pattern: str) -> list[pafs.FileInfo]:
+    """The visible files a glob matches (``**`` spans folders)."""
     from fsspec.implementations.arrow import ArrowFSWrapper
 
     root = pattern[:min(pattern.index(c) for c in "*?[" if c in pattern)].rsplit("/", 1)[0]
     matches = ArrowFSWrapper(fs).glob(pattern, detail=True).values()
-    return [(m["name"], m["size"]) for m in matches if m["type"] == "file" and not _hidden(m["name"], root)]
+    paths = [m["name"] for m in matches if m["type"] == "file" and not _hidden(m["name"], root)]
+    return fs.get_file_info(paths) if paths else []  # as a folder's listing gives them
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -165,6 +169,24 @@ def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
         raise CorpusError(f"corpus {cfg.source!r} mixes file formats ({kinds}); "
                           "point corpus.source at one kind or set corpus.format")
     return next(iter(by_format))
+
+
+def fingerprint(cfg: CorpusConfig) -> str:
+    """A digest of what decides the corpus's documents and their split: every file's URI, size and
+    modification time (for the synthetic corpus, its settings and its generator's code) and the
+    reader's options. A file added, removed, rewritten or touched changes it; naming the same
+    files another way (a folder, a glob) does not."""
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "synthetic")}
+    if cfg.source == "synthetic":
+        from sslab import synthetic
+
+        read = {"synthetic": dataclasses.asdict(cfg.synthetic),
+                "generator": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()}
+    else:
+        files = list_files(cfg)
+        read = {"files": [list(f) for f in zip(files.uris, files.sizes, files.mtimes_ns)],
+                "format": resolve_format(cfg, files.uris)}
+    return hashlib.sha256(json.dumps({**options, **read}, sort_keys=True).encode()).hexdigest()
 
 
 def check(cfg: CorpusConfig) -> None:
