@@ -132,7 +132,7 @@ def check_machine(spec: SearchSpec) -> None:
     """Without a cluster to join, a trial's workers must fit on this machine's CPUs (as a run's must)."""
     r = spec.resources
     cluster.check_local_cpus(spec.base_config().run.ray_address, r.workers, r.cpus_per_worker,
-                     f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}")
+                             f"a trial of resources.workers={r.workers} x resources.cpus_per_worker={r.cpus_per_worker:g}")
 
 
 def init_ray(spec: SearchSpec) -> None:
