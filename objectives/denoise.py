@@ -49,9 +49,9 @@ class DenoiseConfig(ObjectiveConfig):
     def __post_init__(self):
         require_fraction("objective.mask_ratio", self.mask_ratio)
         require(isinstance(self.poisson_lambda, (int, float)) and self.poisson_lambda > 0,
-              "objective.poisson_lambda", self.poisson_lambda, "a number > 0")
+                "objective.poisson_lambda", self.poisson_lambda, "a number > 0")
         require(isinstance(self.permute_sentences, bool), "objective.permute_sentences", self.permute_sentences,
-              "true or false")
+                "true or false")
 
 
 # ---------------------------------------------------------------- the corruption

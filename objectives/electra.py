@@ -56,9 +56,9 @@ class ELECTRAConfig(ObjectiveConfig):
         require_fraction("objective.mask_ratio", self.mask_ratio)
         require_fraction("objective.generator_fraction", self.generator_fraction, high_open=False)
         require(math.isfinite(self.disc_weight) and self.disc_weight >= 0, "objective.disc_weight",
-              self.disc_weight, "a number >= 0")
+                self.disc_weight, "a number >= 0")
         require(math.isfinite(self.temperature) and self.temperature > 0, "objective.temperature",
-              self.temperature, "a positive number")
+                self.temperature, "a positive number")
 
 
 # ---------------------------------------------------------------- the two networks' configs

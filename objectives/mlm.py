@@ -36,7 +36,7 @@ class MLMConfig(ObjectiveConfig):
         require_fraction("objective.replace_mask", self.replace_mask, low_open=False, high_open=False)
         require_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
         require(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
-              f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
+                f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
 
 
 @register

@@ -260,11 +260,11 @@ class ScalingConfig:
         require(self.gpus_per_worker > 0, "scaling.gpus_per_worker", self.gpus_per_worker, "a positive number")
         require(self.max_failures >= -1, "scaling.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
         require(self.placement_strategy in PLACEMENT_STRATEGIES, "scaling.placement_strategy", self.placement_strategy,
-              f"one of {', '.join(PLACEMENT_STRATEGIES)}")
+                f"one of {', '.join(PLACEMENT_STRATEGIES)}")
         require(self.peak_flops is None or self.peak_flops > 0, "scaling.peak_flops", self.peak_flops,
-              "a positive number of FLOP/s (989e12 for an H100)")
+                "a positive number of FLOP/s (989e12 for an H100)")
         require(not (self.simulate_gpu and self.use_gpu is False), "scaling.use_gpu", self.use_gpu,
-              "unset or true with scaling.simulate_gpu=true (a simulated GPU run reserves GPUs)")
+                "unset or true with scaling.simulate_gpu=true (a simulated GPU run reserves GPUs)")
 
 
 @dataclass(kw_only=True)
@@ -329,7 +329,7 @@ class Config:
 
     def __post_init__(self):
         require(self.train.seq_len <= self.model.max_positions, "train.seq_len", self.train.seq_len,
-              f"at most model.max_positions={self.model.max_positions}")
+                f"at most model.max_positions={self.model.max_positions}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -86,10 +86,10 @@ def parse_domain(name: str, spec: Any) -> Domain:
     kind, args = next(iter(spec.items()))
     n = DOMAINS[kind]
     require(isinstance(args, list) and (len(args) == n if n else len(args) >= 1), where, spec,
-          f"{kind} with {n} numbers" if n else f"{kind} with a non-empty list of values")
+            f"{kind} with {n} numbers" if n else f"{kind} with a non-empty list of values")
     if n:
         require(all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args), where, spec,
-              f"{kind} with numbers")
+                f"{kind} with numbers")
         lo, hi = args[0], args[1]
         require(lo < hi, where, spec, f"{kind} with low < high")
         if kind == "loguniform":
@@ -97,7 +97,7 @@ def parse_domain(name: str, spec: Any) -> Domain:
         if kind == "quniform":
             require(args[2] > 0, where, spec, "quniform with a positive step")
             require(all(math.isclose(b / args[2], round(b / args[2]), abs_tol=1e-9) for b in (lo, hi)), where, spec,
-                  "quniform bounds that are multiples of its step")
+                    "quniform bounds that are multiples of its step")
         if kind == "randint":
             require(all(isinstance(a, int) for a in args), where, spec, "randint with integer bounds")
     return Domain(name, kind, tuple(args))
@@ -130,11 +130,11 @@ class SchedulerSpec:
         require(self.grace_period >= 1, "scheduler.grace_period", self.grace_period, "an integer >= 1")
         require(self.reduction_factor > 1, "scheduler.reduction_factor", self.reduction_factor, "a number > 1")
         require(self.perturbation_interval >= 1, "scheduler.perturbation_interval", self.perturbation_interval,
-              "an integer >= 1")
+                "an integer >= 1")
         require(0 < self.quantile_fraction <= 0.5, "scheduler.quantile_fraction", self.quantile_fraction,
-              "a number in (0, 0.5]")
+                "a number in (0, 0.5]")
         require(0 <= self.resample_probability <= 1, "scheduler.resample_probability", self.resample_probability,
-              "a number in [0, 1]")
+                "a number in [0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -231,7 +231,7 @@ class SearchSpec:
 
     def __post_init__(self):
         require(isinstance(self.space, dict) and bool(self.space), "space", self.space,
-              "a mapping of at least one config field to a domain")
+                "a mapping of at least one config field to a domain")
         require(is_int(self.num_samples) and self.num_samples >= 1, "num_samples", self.num_samples, "an integer >= 1")
         if self.max_concurrent_trials is not None:
             require(is_int(self.max_concurrent_trials) and self.max_concurrent_trials >= 1, "max_concurrent_trials",
@@ -322,10 +322,10 @@ class SearchSpec:
             raise ConfigError(f"metric={self.metric!r} needs a downstream section (data: a labelled file) "
                               "that scores every finished trial")
         require(self.metric in self.downstream.metrics(), "metric", self.metric,
-              f"one of {', '.join(self.downstream.metrics())} (downstream.finetune: true adds the finetune_ ones)")
+                f"one of {', '.join(self.downstream.metrics())} (downstream.finetune: true adds the finetune_ ones)")
         require(self.scheduler.name == "fifo", "scheduler.name", self.scheduler.name,
-              f"fifo: metric={self.metric!r} is known only when a trial has finished, so no scheduler can stop "
-              "trials early by it")
+                f"fifo: metric={self.metric!r} is known only when a trial has finished, so no scheduler can stop "
+                "trials early by it")
 
     def check_algorithm(self) -> None:
         grids = [d.field for d in self.domains if d.kind == "grid"]
