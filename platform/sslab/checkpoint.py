@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +28,7 @@ from sslab.errors import RunError
 
 STATE_FILE = "state.pt"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
+REGISTRY = "checkpoints.json"  # sslab's, for a run trained in process (scaling.in_process)
 
 
 @contextlib.contextmanager
@@ -65,9 +68,39 @@ def restore(ckpt: Checkpoint | None, model, optimizer, scheduler) -> dict | None
 
 
 def latest(run_dir: str | Path) -> Path | None:
-    """The run's latest complete checkpoint directory (the one a resume starts from), or None."""
+    """The run's latest complete checkpoint directory (the one a resume starts from), or None:
+    the last one Ray Train registered, or sslab's registry's for a run trained in process."""
     snapshot = Path(run_dir) / SNAPSHOT
-    if not snapshot.is_file():
-        return None
-    last = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-    return Path(run_dir) / last["checkpoint_dir_name"] if last else None
+    if snapshot.is_file():
+        last = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        return Path(run_dir) / last["checkpoint_dir_name"] if last else None
+    entries = registered(run_dir)
+    return Path(run_dir) / entries[-1]["name"] if entries else None
+
+
+def registered(run_dir: str | Path) -> list[dict]:
+    """The checkpoints sslab registered for a run trained in process, oldest first: each one's
+    ``name`` and the ``metrics`` reported with it."""
+    path = Path(run_dir) / REGISTRY
+    return json.loads(path.read_text())["checkpoints"] if path.is_file() else []
+
+
+def persist(staged: str | Path, run_dir: Path, name: str, keep: int, metrics: dict) -> Path:
+    """Copy the checkpoint in ``staged`` to ``run_dir/name`` and register it with the ``metrics``
+    reported with it, as Ray Train does for a worker group: it is complete before the registry
+    names it (a crash mid-copy leaves the previous one the latest), and only the ``keep`` latest
+    stay."""
+    dest, partial = run_dir / name, run_dir / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(staged, partial)
+    shutil.rmtree(dest, ignore_errors=True)  # a rerun reaching a step again writes it again
+    partial.rename(dest)
+    entries = [e for e in registered(run_dir) if e["name"] != name] + [{"name": name, "metrics": metrics}]
+    kept, dropped = entries[-keep:], entries[:-keep]
+    fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY}.", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"checkpoints": kept}, f, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    os.replace(tmp, run_dir / REGISTRY)
+    for old in dropped:
+        shutil.rmtree(run_dir / old["name"], ignore_errors=True)
+    return dest

@@ -253,6 +253,10 @@ class ScalingConfig:
     workers, which train in bf16 autocast with fused AdamW and report MFU against
     ``scaling.peak_flops``. A dry run of a GPU job on a machine without one; a local Ray that
     sslab starts declares the GPUs, a joined cluster must have them (``ray start --num-gpus``)."""
+    in_process: bool = False
+    """Train a 1-worker CPU run in the calling process (Ray Train's local mode) instead of a
+    worker group: the same training function, checkpoints and resume, without the ~20 s of
+    Train's controller and worker processes. ``max_failures`` retries in the same process."""
 
     def __post_init__(self):
         require(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")
@@ -263,6 +267,9 @@ class ScalingConfig:
                 f"one of {', '.join(PLACEMENT_STRATEGIES)}")
         require(self.peak_flops is None or self.peak_flops > 0, "scaling.peak_flops", self.peak_flops,
                 "a positive number of FLOP/s (989e12 for an H100)")
+        require(not self.in_process or (self.num_workers == 1 and not self.simulate_gpu and not self.use_gpu),
+                "scaling.in_process", self.in_process,
+                "false unless scaling.num_workers=1 on CPU (no scaling.use_gpu, no scaling.simulate_gpu)")
         require(not (self.simulate_gpu and self.use_gpu is False), "scaling.use_gpu", self.use_gpu,
                 "unset or true with scaling.simulate_gpu=true (a simulated GPU run reserves GPUs)")
 

@@ -22,7 +22,7 @@ from sslab import cluster, corpus, evaluation, pipeline, progress, runs, trackin
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
-from sslab.errors import RunError, find_sslab_error, first_worker_error
+from sslab.errors import RunError, SslabError, find_sslab_error, first_worker_error
 from sslab import objectives
 from sslab.objectives import get as get_objective
 from sslab.protocol import fixed_protocol
@@ -74,6 +74,9 @@ class RunHooks:
     """Number of this restart within the run directory (0: the run itself)."""
     worker: tuple[WorkerHook, ...] = ()
     """Called inside every training worker's loop (:class:`~sslab.train_loop.WorkerHook`)."""
+    on_report: list = field(default_factory=list)
+    """For a run trained in process (``scaling.in_process``), where Train callbacks do not run:
+    called with each report's metrics and its checkpoint's directory (or None)."""
 
 
 def pretrain(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None,
@@ -180,14 +183,17 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
     blocks_per_step = t.batch_size * t.grad_accum * s.num_workers
     n_epochs = pipeline.epochs_needed(data.num_train_blocks, blocks_per_step, t.max_steps, s.num_workers, t.batch_size)
     train_ds = pipeline.epochs(data.train_blocks, data.objective, t.seed, 0, n_epochs)
+    plan = WorkerPlan(config=cfg.to_dict(), vocab=data.objective.vocab, probe=data.probe,
+                      blocks_per_step=blocks_per_step, train_blocks=data.num_train_blocks, run_dir=str(run_dir),
+                      start_from=hooks.start_from, plugins=objectives.plugins(), hooks=tuple(hooks.worker))
+    datasets = {"train": train_ds, "val": data.val_blocks}
+    if s.in_process:
+        return fit_in_process(plan, datasets, storage / name, cfg, hooks)
     trainer = TorchTrainer(
         train_loop_per_worker,
         # Ray picks NCCL for workers with GPUs; simulated ones are CPUs, which NCCL cannot drive.
         torch_config=TorchConfig(backend="gloo") if s.simulate_gpu else None,
-        train_loop_config={"plan": WorkerPlan(
-            config=cfg.to_dict(), vocab=data.objective.vocab, probe=data.probe, blocks_per_step=blocks_per_step,
-            train_blocks=data.num_train_blocks, run_dir=str(run_dir), start_from=hooks.start_from,
-            plugins=objectives.plugins(), hooks=tuple(hooks.worker))},
+        train_loop_config={"plan": plan},
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=gpu, placement_strategy=s.placement_strategy,
             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if gpu else {})}),
@@ -196,7 +202,7 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
-        datasets={"train": train_ds, "val": data.val_blocks},
+        datasets=datasets,
         dataset_config=ray.train.DataConfig(
             execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
@@ -215,6 +221,23 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
             # Ray Train's Ctrl-C handler holds the finished run's controller, and with it the
             # run's dataset actors (four processes, ~1.5 GB), until another run replaces it.
             signal.signal(signal.SIGINT, ctrl_c)
+
+
+def fit_in_process(plan: WorkerPlan, datasets: dict, checkpoints: Path, cfg: Config, hooks: RunHooks):
+    """``fit`` for ``scaling.in_process``: the same training function in this process
+    (:mod:`sslab.in_process`), its checkpoints in ``checkpoints`` (the run directory, or a PBT
+    restart's own directory in it, as for a worker group)."""
+    from sslab import in_process
+
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    try:
+        return in_process.fit(plan, datasets, checkpoints, cfg.train.keep_checkpoints, cfg.scaling.max_failures,
+                              on_report=hooks.on_report)
+    except SslabError:
+        raise
+    except Exception as e:
+        raise RunError(f"training failed: {type(e).__name__}: {e} "
+                       f"(rerun the same command to resume from the last checkpoint in {plan.run_dir})") from e
 
 
 def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> dict:

@@ -20,6 +20,8 @@ from sslab.errors import RunError
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.prefetch_batches", "train.compile", "train.max_nonfinite",
                      "scaling.", "run.", "track.", "eval.probe_docs")
+# ... except where a run's checkpoints are registered: Ray Train's snapshot or sslab's own.
+NOT_RESUMABLE = ("scaling.in_process",)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -37,7 +39,7 @@ def config_changes(old: dict, new: dict) -> list[str]:
     """Keys whose values differ, other than those a resume may change."""
     a, b = flatten(old), flatten(new)
     return [k for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+            if a.get(k) != b.get(k) and (not k.startswith(RESUMABLE_CHANGES) or k in NOT_RESUMABLE)]
 
 
 def directory(cfg: Config) -> Path:

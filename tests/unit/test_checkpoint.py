@@ -84,3 +84,19 @@ def test_a_checkpoint_holding_an_arbitrary_object_is_refused_without_running_it(
     assert not marker.exists()
     torch.load(tmp_path / checkpoint.STATE_FILE, weights_only=False)  # what a full unpickling does
     assert marker.exists()
+
+
+def test_a_checkpoint_persisted_in_process_is_registered_whole_and_only_the_kept_ones_stay(tmp_path):
+    run_dir, staged = tmp_path / "run", tmp_path / "staged"
+    run_dir.mkdir()
+    staged.mkdir()
+    (staged / checkpoint.STATE_FILE).write_bytes(b"state")
+    assert checkpoint.latest(run_dir) is None
+    for step in (10, 20, 30):
+        checkpoint.persist(staged, run_dir, f"checkpoint_{step:08d}", keep=2, metrics={"step": step, "device": "cpu"})
+    assert checkpoint.latest(run_dir) == run_dir / "checkpoint_00000030"
+    assert [e["name"] for e in checkpoint.registered(run_dir)] == ["checkpoint_00000020", "checkpoint_00000030"]
+    assert checkpoint.registered(run_dir)[-1]["metrics"] == {"step": 30, "device": "cpu"}
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint_00000020", "checkpoint_00000030",
+                                                          checkpoint.REGISTRY]  # step 10 pruned, nothing partial
+    assert (run_dir / "checkpoint_00000030" / checkpoint.STATE_FILE).read_bytes() == b"state"
