@@ -231,10 +231,14 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
     restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
     queue = Queue(actor_options={"num_cpus": 0})
-    hooks = RunHooks(callbacks=[ForwardReports(queue)], start_from=start.path if start else None, restart=restart)
+    forward = ForwardReports(queue)
+    hooks = RunHooks(callbacks=[forward], on_report=[forward.put], start_from=start.path if start else None,
+                     restart=restart)
     # The run leaves the trial's placement group, which Tune would capture its Ray Data tasks
-    # into: it schedules like a standalone run, and dies with the trial when Tune stops it.
-    run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    # into: it schedules like a standalone run, and dies with the trial when Tune stops it. A run
+    # trained in process (scaling.in_process) trains in this task, which then holds its worker's CPUs.
+    run = drive_run.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
+                            num_cpus=cfg.scaling.cpus_per_worker if cfg.scaling.in_process else 0)
     done = run.remote(cfg, hooks, setup.plugins)
     while True:
         finished = bool(ray.wait([done], timeout=0)[0])
@@ -292,14 +296,18 @@ def _forward_base():
 
 
 class ForwardReports(_forward_base()):
-    """A Ray Train callback (run in Train's controller) that hands every report to the trial."""
+    """A Ray Train callback (run in Train's controller) that hands every report to the trial; a
+    run trained in process calls :meth:`put` itself (``RunHooks.on_report``)."""
 
     def __init__(self, queue):
         self.queue = queue
 
     def after_report(self, run_context, metrics, checkpoint):
+        self.put(dict(metrics[0]), checkpoint.path if checkpoint else None)
+
+    def put(self, metrics: dict, checkpoint: str | None) -> None:
         try:
-            self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None))
+            self.queue.put((metrics, checkpoint))
         except ray.exceptions.RayActorError:
             pass  # the trial is gone (stopped by the scheduler): this run is being stopped too
 

@@ -43,12 +43,17 @@ def steps_logged(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_cluster, tokenizer_dir, tmp_path):
+@pytest.mark.parametrize("trained", ["by a worker group", "in process"])
+def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_cluster, tokenizer_dir, tmp_path,
+                                                                            trained):
     # One trial at a time, in grid order: the first sets the bar at step 10, the one at lr 1e-5
-    # falls below it and stops, and lr 1e30 overflows to NaN within a few steps.
+    # falls below it and stops, and lr 1e30 overflows to NaN within a few steps. Trials that
+    # train in process (scaling.in_process) report, stop and fail the same way.
+    in_process = trained == "in process"
     result = sslab.tune(space(scheduler={"name": "asha", "grace_period": 10, "reduction_factor": 2},
                               max_concurrent_trials=1),
-                        out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}"])
+                        out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}",
+                                                               f"scaling.in_process={str(in_process).lower()}"])
     table = result.table
     assert len(table) == 3 and table["trial_id"].is_unique
     assert list(table["status"]) == ["FINISHED", "STOPPED", "ERROR"], table
@@ -64,19 +69,23 @@ def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_
     assert result.best["trial_id"] == table.loc[0, "trial_id"]
     assert AutoModel.from_pretrained(result.best["model_dir"], local_files_only=True) is not None
     assert free_resources_return(), ray.util.placement_group_table()
+    registries = [(result.search_dir / "trials" / t / "checkpoints.json").is_file() for t in table["trial_id"][:2]]
+    assert registries == [in_process] * 2  # sslab's own checkpoint registry is the in-process path's
 
 
-@pytest.fixture(scope="module")
-def pbt_search(ray_cluster, tokenizer_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["by a worker group", "in process"])
+def pbt_search(request, ray_cluster, tokenizer_dir, tmp_path_factory):
     """One synchronous PBT search of two trials, shared by the PBT tests: at step 10 both pause,
     the weak one (lr 1e-5) takes the strong one's checkpoint, and both restart from their
     checkpoints to finish at step 20. Every step is logged, so each trial's first step after the
-    exploit is in its metrics.jsonl."""
+    exploit is in its metrics.jsonl. Once with trials trained by worker groups, once in process."""
     spec = space(scheduler={"name": "pbt", "perturbation_interval": 10, "quantile_fraction": 0.5,
                             "resample_probability": 0.0, "mutations": ["train.lr"]},
                  space={"train.lr": {"grid": [3e-3, 1e-5]}})
     out = tmp_path_factory.mktemp("pbt") / "s"
-    return sslab.tune(spec, out=out, overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}", "train.log_every=1"])
+    in_process = str(request.param == "in process").lower()
+    return sslab.tune(spec, out=out, overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}", "train.log_every=1",
+                                                        f"scaling.in_process={in_process}"])
 
 
 def rows_at(run_dir: Path, step: int) -> list[dict]:
