@@ -78,6 +78,14 @@ def latest(run_dir: str | Path) -> Path | None:
     return Path(run_dir) / entries[-1]["name"] if entries else None
 
 
+def trained_in_process(run_dir: str | Path) -> bool | None:
+    """Whose checkpoints ``run_dir`` holds: sslab's registry's (True, a run trained in process),
+    Ray Train's snapshot's (False, a worker group), or neither yet (None)."""
+    if (Path(run_dir) / SNAPSHOT).is_file():
+        return False
+    return True if (Path(run_dir) / REGISTRY).is_file() else None
+
+
 def registered(run_dir: str | Path) -> list[dict]:
     """The checkpoints sslab registered for a run trained in process, oldest first: each one's
     ``name`` and the ``metrics`` reported with it."""

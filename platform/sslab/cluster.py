@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sslab import capacity
+from sslab import capacity, checkpoint
 from sslab.config import Config
 from sslab.errors import RunError
 
@@ -87,6 +87,30 @@ def use_gpu(cfg: Config) -> bool:
     if cfg.scaling.use_gpu is not None or cfg.scaling.simulate_gpu:
         return cfg.scaling.use_gpu or cfg.scaling.simulate_gpu
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def trains_in_process(cfg: Config, run_dir: Path, holds_cpus: bool = False) -> bool:
+    """``scaling.in_process``, or when it is unset: the path that wrote the run's checkpoints
+    (a resume), else this process for a 1-worker CPU run whose CPUs it can take: it holds them
+    itself (``holds_cpus``: a search's trial task), or the cluster is this one machine with no
+    autoscaler (a local Ray). Elsewhere the driver may sit on a head node meant to train nothing."""
+    s = cfg.scaling
+    if s.in_process is not None:
+        return s.in_process
+    written = checkpoint.trained_in_process(run_dir)
+    if written is not None:
+        return written
+    if s.num_workers != 1 or use_gpu(cfg):
+        return False
+    return holds_cpus or this_machine_only()
+
+
+def this_machine_only() -> bool:
+    """Whether the connected Ray cluster is one fixed node, the one this process runs on."""
+    kinds = capacity.node_kinds()
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return (kinds is not None and len(kinds) == 1 and len(alive) == 1
+            and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id())
 
 
 def check_resources(cfg: Config) -> None:

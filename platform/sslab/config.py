@@ -253,10 +253,13 @@ class ScalingConfig:
     workers, which train in bf16 autocast with fused AdamW and report MFU against
     ``scaling.peak_flops``. A dry run of a GPU job on a machine without one; a local Ray that
     sslab starts declares the GPUs, a joined cluster must have them (``ray start --num-gpus``)."""
-    in_process: bool = False
+    in_process: bool | None = None
     """Train a 1-worker CPU run in the calling process (Ray Train's local mode) instead of a
     worker group: the same training function, checkpoints and resume, without the ~20 s of
-    Train's controller and worker processes. ``max_failures`` retries in the same process."""
+    Train's controller and worker processes. ``max_failures`` retries in the same process.
+    ``None``: in process for a 1-worker CPU run on a one-machine Ray and for a search's 1-worker
+    CPU trials (whose task holds the worker's CPUs), a worker group otherwise; a resumed run
+    keeps the path that wrote its checkpoints."""
 
     def __post_init__(self):
         require(self.num_workers >= 1, "scaling.num_workers", self.num_workers, "an integer >= 1")

@@ -13,6 +13,7 @@ controller, its worker, the dataset manager and split coordinators, about 20 s o
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,11 @@ def fit(plan: WorkerPlan, datasets: dict, run_dir: Path, keep: int, max_failures
                 return Result(session.last_metrics or {}, None)
             # A rerun of a finished run trains nothing and reports nothing: its result is the last checkpoint's.
             return Result(session.last_metrics or entries[-1]["metrics"], Checkpoint(str(run_dir / entries[-1]["name"])))
-        except SslabError:
-            raise
         except Exception as e:
-            if max_failures != -1 and failures >= max_failures:
+            # The failed attempt's frames hold its Ray Data iterators: close them now, while Ray is
+            # up, not when the caller drops the exception (a driver may have shut Ray down by then).
+            traceback.clear_frames(e.__traceback__)
+            if isinstance(e, SslabError) or (max_failures != -1 and failures >= max_failures):
                 raise
             failures += 1
             log.warning("training failed (%s: %s); restarting from the last checkpoint (failure %d of %s)",

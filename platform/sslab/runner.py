@@ -102,6 +102,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
         cluster.init_ray(cfg)
         cluster.check_resources(cfg)
         cluster.check_shared_storage(run_dir)
+        cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)  # cfg is this call's own copy
         try:
             data = prepare_data(cfg, run_dir)
         except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from sslab import checkpoint
 from sslab.config import Config
 from sslab.errors import RunError
 
@@ -20,8 +21,6 @@ from sslab.errors import RunError
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.prefetch_batches", "train.compile", "train.max_nonfinite",
                      "scaling.", "run.", "track.", "eval.probe_docs")
-# ... except where a run's checkpoints are registered: Ray Train's snapshot or sslab's own.
-NOT_RESUMABLE = ("scaling.in_process",)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -39,7 +38,7 @@ def config_changes(old: dict, new: dict) -> list[str]:
     """Keys whose values differ, other than those a resume may change."""
     a, b = flatten(old), flatten(new)
     return [k for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and (not k.startswith(RESUMABLE_CHANGES) or k in NOT_RESUMABLE)]
+            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
 
 
 def directory(cfg: Config) -> Path:
@@ -68,8 +67,19 @@ def prepare(cfg: Config, replace: bool = False) -> Path:
             shown = ", ".join(f"{k}: {flatten(old).get(k)!r} -> {flatten(new).get(k)!r}" for k in changed[:3])
             raise RunError(f"{run_dir} holds a run with a different config ({shown}); "
                            f"resume it unchanged or choose another run.out")
+    check_checkpoint_owner(cfg, run_dir)
     saved.write_text(cfg.to_yaml())
     return run_dir
+
+
+def check_checkpoint_owner(cfg: Config, run_dir: Path) -> None:
+    """A run resumes on the path that wrote its checkpoints: a worker group (Ray Train registers
+    them) or this process (sslab does). ``scaling.in_process`` unset follows the run; set, it must agree."""
+    asked, written = cfg.scaling.in_process, checkpoint.trained_in_process(run_dir)
+    if asked is not None and written is not None and asked != written:
+        by = "in process (sslab's checkpoints.json)" if written else "by a worker group (Ray Train's snapshot)"
+        raise RunError(f"scaling.in_process={str(asked).lower()} cannot resume {run_dir}: its checkpoints were "
+                       f"written {by}; leave scaling.in_process unset to resume it as it ran, or choose another run.out")
 
 
 @contextlib.contextmanager

@@ -228,6 +228,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
 
     run_dir = Path(setup.search_dir) / "trials" / ray_tune.get_context().get_trial_id()
     cfg = setup.config(params, run_dir)
+    cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir, holds_cpus=True)  # its task holds them
     start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
     restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
     queue = Queue(actor_options={"num_cpus": 0})

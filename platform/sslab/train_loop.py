@@ -107,11 +107,17 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(splitmix64(splitmix64(splitmix64(seed) ^ rank) ^ step) >> 1)
 
 
+@contextlib.contextmanager
 def micro_batches(shard, cfg, skip: int, acc: Accelerator):
-    """Torch batches from this worker's shard, skipping those consumed before a resume."""
-    batches = pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches, acc.device,
-                                     pin_memory=acc.pin_memory)
-    return itertools.islice(batches, skip, None)
+    """Torch batches from this worker's shard, skipping those consumed before a resume. The
+    stream stops on exit, the run's end or its failure: a run trained in process must not leave
+    Ray Data's executor running in its caller."""
+    source = iter(pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches, acc.device,
+                                         pin_memory=acc.pin_memory))
+    try:
+        yield itertools.islice(source, skip, None)
+    finally:
+        source.close()
 
 
 @dataclass
@@ -236,10 +242,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     w = setup(loop_config["plan"])
     cfg, counters = w.cfg, w.counters
     rank = ray.train.get_context().get_world_rank()
-    batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, counters.step * cfg.train.grad_accum,
-                            w.accelerator)
     w.model.train()
-    with contextlib.closing(w.tracker):
+    with contextlib.closing(w.tracker), micro_batches(ray.train.get_dataset_shard("train"), cfg,
+                                                      counters.step * cfg.train.grad_accum, w.accelerator) as batches:
         while counters.step < cfg.train.max_steps:
             for hook in w.plan.hooks:
                 hook.before_step(counters.step, w.resumed)

@@ -1,4 +1,4 @@
-"""Resource hygiene of a long sweep: tiny trials, each a Ray Train run, keep the driver's memory
+"""Resource hygiene of a long sweep: tiny trials, each a whole run, keep the driver's memory
 bounded and leave no placement group, actor or reserved CPU behind."""
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from sslab import capacity
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-# Each trial is a whole Ray Train run: 30 trials, three at a time, took 883 s on 2 cores. CI sweeps
-# 16; SSLAB_HYGIENE_TRIALS=100 runs the full sweep (about 50 min here).
+# Each trial trains in its own task (scaling.in_process unset: 1-worker CPU trials train in process).
+# CI sweeps 16; SSLAB_HYGIENE_TRIALS=100 runs the full sweep (30 trials in worker groups, three at
+# a time, took 883 s on 2 cores).
 TRIALS = int(os.environ.get("SSLAB_HYGIENE_TRIALS", 16))
 # The driver's memory may grow by less than this per trial after the first fifth of the trials: at
 # 16 trials, 104 MB over the last 13 (the 30-trial sweep allowed 200 MB over 24, the same per trial).

@@ -36,11 +36,12 @@ def steps(tiny):
 
 @pytest.fixture(scope="module")
 def worker_group(ray_cluster, steps, tmp_path_factory):
-    return sslab.pretrain(steps(tmp_path_factory.mktemp("group") / "run"))
+    return sslab.pretrain(steps(tmp_path_factory.mktemp("group") / "run", "scaling.in_process=false"))
 
 
 def test_a_run_in_process_trains_exactly_as_its_worker_group(worker_group, steps, tmp_path):
-    local = sslab.pretrain(steps(tmp_path / "run", "scaling.in_process=true"))
+    local = sslab.pretrain(steps(tmp_path / "run"))  # unset: a 1-worker CPU run on a local Ray trains in process
+    assert checkpoint.trained_in_process(local.run_dir) and not checkpoint.trained_in_process(worker_group.run_dir)
     assert losses(local.run_dir) == losses(worker_group.run_dir)  # bit for bit, dropout included
     assert local.summary["metrics"]["eval_mlm_loss"] == worker_group.summary["metrics"]["eval_mlm_loss"]
     assert local.summary["steps"] == 12 and torch.get_num_threads() >= 1
@@ -52,8 +53,11 @@ def test_a_run_in_process_trains_exactly_as_its_worker_group(worker_group, steps
     assert checkpoint.latest(local.run_dir) == local.run_dir / "checkpoint_00000012"
     again = sslab.pretrain(steps(tmp_path / "run", "scaling.in_process=true"))  # finished: nothing to train
     assert again.summary["metrics"]["eval_mlm_loss"] == local.summary["metrics"]["eval_mlm_loss"]
-    with pytest.raises(RunError, match=r"scaling.in_process: True -> False"):  # its checkpoints are sslab's
-        sslab.pretrain(steps(tmp_path / "run"))
+    assert losses(again.run_dir) == losses(local.run_dir)
+    with pytest.raises(RunError, match=r"scaling.in_process=false cannot resume .* written in process"):
+        sslab.pretrain(steps(tmp_path / "run", "scaling.in_process=false"))  # its checkpoints are sslab's
+    with pytest.raises(RunError, match=r"scaling.in_process=true cannot resume .* by a worker group"):
+        sslab.pretrain(steps(worker_group.run_dir, "scaling.in_process=true"))
 
 
 def test_a_crash_in_process_resumes_from_the_last_checkpoint_and_max_failures_retries(worker_group, steps,

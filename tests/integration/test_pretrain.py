@@ -9,6 +9,7 @@ import yaml
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import sslab
+from sslab import checkpoint
 from sslab.config import load
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,7 @@ def test_the_run_directory_holds_config_tokenizer_checkpoints_summary_and_model(
     assert yaml.safe_load((d / "config.yaml").read_text())["scaling"]["num_workers"] == 2
     assert (d / "tokenizer" / "tokenizer.json").is_file()
     assert sorted(p.name for p in d.glob("checkpoint_*") if p.is_dir()) == ["checkpoint_00000150", "checkpoint_00000300"]
+    assert checkpoint.trained_in_process(d) is False  # two workers: a worker group, whose checkpoints Ray registers
     summary = json.loads((d / "summary.json").read_text())
     assert summary["tokens"] == 300 * 2 * 16 * 64 and summary["wall_s"] > 0
     steps = [json.loads(line)["step"] for line in (d / "metrics.jsonl").read_text().splitlines()]
