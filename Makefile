@@ -28,7 +28,7 @@ demo: install
 # Everything but the multi-node and fault tests and the benchmark smoke runs (25 to 27 minutes on 2 cores,
 # measured; its budget is 20).
 test: install
-	$(PY) -m pytest -q --durations=25 -m "not cluster and not bench"
+	$(PY) -m pytest -q -rs --durations=25 -m "not cluster and not bench"
 
 # Multi-node runs, node and worker loss, killed drivers, a 16-trial sweep: several Ray nodes
 # on this one machine. CI runs them after make test.

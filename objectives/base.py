@@ -86,6 +86,10 @@ class Objective(abc.ABC):
     """Its hyperparameters, a kw-only dataclass validated on construction."""
     metrics: ClassVar[tuple[str, ...]] = ()
     """Names of the fixed-protocol metrics it reports (comparable across runs)."""
+    baselines: ClassVar[dict[str, str]] = {}
+    """Its trivial baselines: each reported baseline's name -> the metric it is a baseline for
+    (``eval_unigram_loss`` -> ``eval_mlm_loss``). A model that has learned beats them; reports
+    draw them as reference lines on that metric, and no search may rank by one."""
     paper: ClassVar[str] = ""
 
     def __init__(self, cfg: ObjectiveConfig, vocab: Vocab):

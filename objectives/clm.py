@@ -63,6 +63,7 @@ class CLM(Objective):
     backbone = "decoder"
     Config = CLMConfig
     metrics = ("eval_ppl", "eval_clm_loss", "eval_clm_acc", "probe_acc")
+    baselines = {"eval_unigram_ppl": "eval_ppl", "eval_unigram_acc": "eval_clm_acc"}
     paper = "GPT-2 (Radford et al. 2019)"
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:

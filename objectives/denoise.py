@@ -206,6 +206,7 @@ class Denoise(Objective):
     backbone = "bart"
     Config = DenoiseConfig
     metrics = ("eval_denoise_loss", "eval_infill_loss", "eval_infill_acc", "probe_acc")
+    baselines = {"eval_unigram_loss": "eval_infill_loss", "eval_unigram_acc": "eval_infill_acc"}
     paper = "BART (Lewis et al. 2020)"
 
     def __init__(self, cfg: DenoiseConfig, vocab):

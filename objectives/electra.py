@@ -108,6 +108,7 @@ class ELECTRA(Objective):
     backbone = "electra"
     Config = ELECTRAConfig
     metrics = ("eval_rtd_acc", "eval_rtd_loss", "eval_gen_loss", "eval_gen_acc", "probe_acc")
+    baselines = {"eval_rtd_baseline_acc": "eval_rtd_acc", "eval_unigram_acc": "eval_gen_acc"}
     paper = "ELECTRA (Clark et al. 2020)"
 
     def __init__(self, cfg: ELECTRAConfig, vocab):

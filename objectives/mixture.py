@@ -77,6 +77,7 @@ def compose(name: str) -> type[Objective]:
         name=name, unit=unit, backbone="encoder",
         eval_unit=next((p.eval_unit for p in parts if p.builds_input), None), parts=tuple(builders_first), Config=mixture_config(name, parts),
         metrics=tuple(dict.fromkeys(m for p in parts for m in p.metrics)),
+        baselines={b: m for p in parts for b, m in p.baselines.items()},
         paper=(f"{recipe}'s recipe; " if recipe else "") + "; ".join(p.paper for p in parts),
         __doc__=f"The mixture {name}: " + ", ".join(p.__doc__.splitlines()[0].lower() for p in parts),
     )

@@ -48,6 +48,7 @@ class MLM(EncoderObjective):
     units = ("pairs", "sentences")  # in a mixture it masks the input nsp, sop or simcse builds
     Config = MLMConfig
     metrics = ("eval_mlm_loss", "eval_mlm_acc", "eval_unigram_acc", "probe_acc")
+    baselines = {"eval_unigram_loss": "eval_mlm_loss", "eval_unigram_acc": "eval_mlm_acc"}
     paper = "BERT (Devlin et al. 2019); RoBERTa dynamic masking (Liu et al. 2019)"
     lm_head = True
     aux_weight = 0.1  # SimCSE's MLM auxiliary weight (Gao et al. 2021, appendix)

@@ -26,6 +26,7 @@ class NSP(PairObjective):
     name = "nsp"
     Config = NSPConfig
     metrics = ("eval_nsp_acc", "eval_nsp_majority_acc", "probe_acc")
+    baselines = {"eval_nsp_majority_acc": "eval_nsp_acc"}
     paper = "BERT (Devlin et al. 2019)"
 
     def pair(self, batch, rng):

@@ -51,6 +51,7 @@ class SimCSE(EncoderObjective):
     unit = "sentences"
     Config = SimCSEConfig
     metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "probe_acc")
+    baselines = {"eval_retrieval_chance": "eval_retrieval_acc"}
     paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020)"
     builds_input = True
     encoder_inputs = ("view", "view")  # the same ids twice: two dropout masks

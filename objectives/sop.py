@@ -30,6 +30,7 @@ class SOP(PairObjective):
     name = "sop"
     Config = SOPConfig
     metrics = ("eval_sop_acc", "eval_sop_majority_acc", "probe_acc")
+    baselines = {"eval_sop_majority_acc": "eval_sop_acc"}
     paper = "ALBERT (Lan et al. 2020)"
 
     def pair(self, batch, rng):

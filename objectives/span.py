@@ -156,6 +156,7 @@ class Span(Objective):
     backbone = "t5"
     Config = SpanConfig
     metrics = ("eval_span_loss", "eval_span_acc", "probe_acc")
+    baselines = {"eval_unigram_loss": "eval_span_loss", "eval_unigram_acc": "eval_span_acc"}
     paper = "T5 span corruption (Raffel et al. 2020)"
 
     def __init__(self, cfg: SpanConfig, vocab):

@@ -3,11 +3,43 @@ long steps before it (the tokenizer's sample, the pipeline)."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import os
 import sys
 import time
 from typing import Iterable, Iterator
 
 from sslab.protocol import is_fixed_protocol
+
+
+TIMELINE = "SSLAB_TIMELINE"
+"""Environment variable naming a file every sslab process appends its stage marks to
+(``benchmarks/trial_overhead.py`` breaks a trial's wall time into parts with them)."""
+
+
+def mark(event: str) -> None:
+    """Append ``event`` with the time, this process and its start time to ``$SSLAB_TIMELINE``, if
+    set; nothing otherwise. Called at stage boundaries only (start-up, evaluations, checkpoints,
+    teardown), never per step."""
+    path = os.environ.get(TIMELINE)
+    if path:
+        line = {"event": event, "t": time.time(), "pid": os.getpid(), "proc_start": process_start()}
+        with open(path, "a") as f:  # one short O_APPEND write: lines of several processes do not interleave
+            f.write(json.dumps(line) + "\n")
+
+
+@functools.cache
+def process_start() -> float | None:
+    """When this process started (Unix time), from /proc; None where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def fmt_duration(seconds: float) -> str:

@@ -2,9 +2,12 @@
 
 The page (``R/report/index.html``) embeds its plots as inline PNGs (also written beside it) and
 its CSS, and references nothing outside itself: it can be mailed, attached to an issue or opened
-offline. It shows a header of what ``R`` is, the ranked trial table of a search, learning curves
-against tokens seen, the searched knobs against the ranking metric, the objectives compared (when
-a search spans them) and throughput.
+offline. A search's page opens with its verdict: the best trial's ranking metric against each
+trivial baseline of it, the knob that mattered most, and the compute early stopping saved. Then a
+header of what ``R`` is, the ranked trial table of a search, learning curves against tokens seen,
+the searched knobs against the ranking metric, the objectives compared (when a search spans them)
+and throughput. Baselines (``eval_unigram_loss`` and the like, declared by each objective) are
+drawn as labelled reference lines on the metric they are a baseline for.
 
 Plots use :class:`matplotlib.figure.Figure` directly, not pyplot: no global backend or figure
 registry is touched, so a caller's interactive session is left as it was and nothing leaks.
@@ -33,7 +36,8 @@ from sslab.protocol import fixed_protocol_names, is_fixed_protocol
 ERROR_CHARS = 80  # the table's error column is cut here; the full text stays in results.csv
 CSS = """body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
 padding:0 1em;color:#222}h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-.kind{color:#777;font-weight:normal}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em}
+.kind{color:#777;font-weight:normal}.verdict{font-size:15px;background:#f3f7fb;border-left:4px solid #3a78b5;
+padding:.6em 1em;margin:1em 0}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em}
 dt{color:#666}dd{margin:0}img{max-width:100%;height:auto}.row{display:flex;flex-wrap:wrap;gap:1em}
 .scroll{overflow-x:auto}.note{color:#666}table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f4f4}
@@ -56,13 +60,13 @@ def write_report(path) -> Path:
     ``path``; return the page's path. Raises :class:`ConfigError` if ``path`` is neither."""
     root = Path(path).expanduser().resolve()
     build = search_page if kind_of(root) == "search" else run_page
-    title, kind, facts, sections = build(root)
+    title, kind, facts, sections, summary = build(root)
     out = root / "report"
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):  # a knob or objective no longer in the data must not linger
         old.unlink()
     page = out / "index.html"
-    page.write_text(render(title, kind, facts, sections, out), encoding="utf-8")
+    page.write_text(render(title, kind, facts, sections, out, summary), encoding="utf-8")
     return page
 
 
@@ -122,6 +126,7 @@ def run_page(root: Path):
     """Title, kind, header facts and sections of a run's page."""
     cfg, summary = read_mapping(root / "config.yaml"), read_mapping(root / "summary.json")
     df = read_metrics(root)
+    baselines = baselines_of([summary.get("objective") or (cfg.get("objective") or {}).get("name")])
     last = df.ffill().iloc[-1].to_dict() if len(df) else {}  # the latest value of each metric
     objective = summary.get("objective") or (cfg.get("objective") or {}).get("name")
     wall = fmt_duration(summary["wall_s"]) if "wall_s" in summary else "— (unfinished: no summary.json)"
@@ -130,9 +135,10 @@ def run_page(root: Path):
              "parameters": summary.get("parameters"),
              **{k: last.get(k) for k in fixed_protocol_names(last)}}
     none = "" if len(df) else "no metrics.jsonl lines: the run logged nothing"
-    sections = [Section("Learning curves", {"curves": curves_figure({root.name: df})} if len(df) else {}, note=none),
+    curves = {"curves": curves_figure({root.name: df}, baselines=baselines)} if len(df) else {}
+    sections = [Section("Learning curves", curves, note=none),
                 Section("Throughput", {"throughput": run_throughput(df)} if "tokens_per_s" in df else {})]
-    return root.name, "run", facts, sections
+    return root.name, "run", facts, sections, ""
 
 
 def run_throughput(df: pd.DataFrame) -> Figure:
@@ -160,14 +166,24 @@ def search_page(root: Path):
     logged = {t: df for t, df in histories.items() if len(df)}
     missing = ", ".join(t for t, df in histories.items() if not len(df))
     note = f"no metrics logged by {missing}" if missing else ""
+    baselines = baselines_of(searched_objectives(spec, table))
+    curves = {"curves": curves_figure(logged, best, metric, baselines)} if logged else {}
     sections = [Section(f"Trials, best first by {metric} ({mode})", {}, trial_table(table, best)),
-                Section("Learning curves", {"curves": curves_figure(logged, best, metric)} if logged else {},
-                        note=note),
-                knob_section(table, spec, metric, mode, best)]
+                Section("Learning curves", curves, note=note),
+                knob_section(table, spec, metric, mode, best, baselines)]
     if "objective.name" in table:
         sections.append(Section("Objectives compared", {"objectives": objective_figure(table, metric, mode)}))
     sections.append(Section("Throughput", {"throughput": search_throughput(logged, best)} if logged else {}))
-    return spec.get("name") or root.name, "search", search_facts(spec, table, best, metric, mode), sections
+    summary = verdict(table, logged, spec, metric, mode, best, baselines)
+    return spec.get("name") or root.name, "search", search_facts(spec, table, best, metric, mode), sections, summary
+
+
+def searched_objectives(spec: dict, table: pd.DataFrame) -> list[str]:
+    """The objectives the trials trained: the searched ``objective.name`` values, else the base's."""
+    if "objective.name" in table:
+        return sorted(table["objective.name"].dropna().astype(str).unique())
+    base = (spec.get("base") or {}).get("objective")
+    return [base.get("name") if isinstance(base, dict) else base]
 
 
 def ok(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -186,9 +202,7 @@ def best_trial(root: Path, table: pd.DataFrame, metric: str) -> str | None:
 
 
 def search_facts(spec: dict, table: pd.DataFrame, best: str | None, metric: str, mode: str) -> dict:
-    base = (spec.get("base") or {}).get("objective")
-    base = base.get("name") if isinstance(base, dict) else base
-    objectives = sorted(table["objective.name"].dropna().astype(str).unique()) if "objective.name" in table else [base]
+    objectives = searched_objectives(spec, table)
     counts = table["status"].value_counts()
     row = table[table["trial_id"] == best].iloc[0] if best else None
     return {"description": spec.get("description"), "objective": ", ".join(o for o in objectives if o) or None,
@@ -234,24 +248,27 @@ def numeric_params(table: pd.DataFrame, spec: dict) -> dict:
     return out
 
 
-def knob_section(table, spec, metric, mode, best) -> Section:
+def knob_section(table, spec, metric, mode, best, baselines=None) -> Section:
     """The searched knobs against the ranking metric, or why there is nothing to plot."""
-    knobs = knob_figures(table, spec, metric, mode, best) if len(ok(table, metric)) else {}
+    knobs = knob_figures(table, spec, metric, mode, best, baselines) if len(ok(table, metric)) else {}
     why = "no numeric param was searched" if len(ok(table, metric)) else f"no trial has a value of {metric}"
     note = "failed trials are left out; hollow markers: trials stopped early" if knobs else why
     return Section(f"Searched knobs vs {metric}", knobs, note=note)
 
 
-def knob_figures(table, spec, metric, mode, best) -> dict:
+def knob_figures(table, spec, metric, mode, best, baselines=None) -> dict:
     """One scatter per searched numeric param against the ranking metric."""
-    return {f"knob_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}": knob_figure(table, name, log, metric, mode, best)
+    lines = baseline_values([row for _, row in ok(table, metric).iterrows()], metric, baselines or {})
+    return {f"knob_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}": knob_figure(table, name, log, metric, mode, best, lines)
             for name, log in numeric_params(table, spec).items()}
 
 
-def knob_figure(table, name: str, log: bool, metric: str, mode: str, best) -> Figure:
-    """``metric`` against the param ``name``: finished trials filled, stopped ones hollow, the best a star."""
+def knob_figure(table, name: str, log: bool, metric: str, mode: str, best, lines: dict | None = None) -> Figure:
+    """``metric`` against the param ``name``: finished trials filled, stopped ones hollow, the best a
+    star, and the metric's baselines as reference ``lines``."""
     fig = Figure(figsize=(5.6, 3.8), layout="constrained")
     ax = fig.add_subplot()
+    draw_baselines(ax, lines or {})
     good = ok(table, metric)
     x, y = pd.to_numeric(good[name], errors="coerce"), good[metric]
     done = good["status"] == "FINISHED"
@@ -317,13 +334,161 @@ def search_throughput(histories: dict, best) -> Figure:
     return fig
 
 
+# ---------------------------------------------------------------- baselines and the verdict
+
+
+def baselines_of(objectives) -> dict[str, str]:
+    """Each trivial baseline the ``objectives`` report -> the metric it is a baseline for. An
+    objective this process does not know (a plug-in registered elsewhere) adds none."""
+    from sslab.objectives import get
+
+    out = {}
+    for name in objectives:
+        try:
+            out.update(get(str(name)).baselines)
+        except ConfigError:
+            continue
+    return out
+
+
+def baseline_label(baseline: str, metric: str) -> str:
+    """A baseline's name beside its metric: ``eval_unigram_loss`` of ``eval_mlm_loss`` -> ``unigram baseline``."""
+    words = [w for w in baseline.split("_") if w not in {*metric.split("_"), "eval", "baseline"}]
+    return " ".join([*words, "baseline"]) if words else "trivial baseline"
+
+
+def baseline_values(rows, metric: str, baselines: dict) -> dict[str, float]:
+    """``label -> value`` of each baseline of ``metric``: its median over the ``rows`` (the runs'
+    last values) that report both. The fixed protocol scores the same validation blocks in every
+    run, so the runs of one objective agree on it."""
+    out = {}
+    for name in (b for b, m in baselines.items() if m == metric):
+        values = [row[name] for row in rows if pd.notna(row.get(metric)) and pd.notna(row.get(name))]
+        if values:
+            out[baseline_label(name, metric)] = float(np.median(values))
+    return out
+
+
+def draw_baselines(ax, lines: dict[str, float]) -> None:
+    """Each baseline as a dashed horizontal line, labelled with its name and value at the right."""
+    for label, value in lines.items():
+        ax.axhline(value, color="0.35", ls="--", lw=1.2, zorder=1, label=f"{label} {fmt(value)}")
+        ax.annotate(f"{label} {fmt(value)}", (1, value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize="small", color="0.25")
+
+
+def verdict(table, histories: dict, spec: dict, metric: str, mode: str, best, baselines: dict) -> str:
+    """One paragraph on what the search found: the best trial against each baseline of the
+    ranking metric, the knob that mattered most, the compute early stopping saved."""
+    if best is None:
+        return f"No trial finished with a value of {metric}: the search found nothing to rank."
+    parts = [against_baselines(table, metric, mode, best, baselines), knob_verdict(table, histories, metric, mode),
+             compute_verdict(table, spec)]
+    return " ".join(p for p in parts if p)
+
+
+def against_baselines(table, metric: str, mode: str, best: str, baselines: dict) -> str:
+    row = table[table["trial_id"] == best].iloc[0]
+    value, said = row[metric], []
+    for name in (b for b, m in baselines.items() if m == metric and pd.notna(row.get(b))):
+        base, label = row[name], baseline_label(name, metric)
+        gain = base - value if mode == "min" else value - base
+        if gain > 0:
+            share = f" ({gain / abs(base):.1%})" if base else ""
+            said.append(f"beats the {label} ({fmt(base)}) by {fmt(gain)}{share}")
+        else:
+            said.append(f"does not beat the {label} ({fmt(base)}): the model has not learned more than it knows")
+    reaches = f"The best trial, {best}, reaches {metric} = {fmt(value)}"
+    if not said:
+        return f"{reaches} (no baseline of {metric} was logged to compare it with)."
+    return f"{reaches}: it {' and '.join(said)}."
+
+
+def at_common_step(table, histories: dict, metric: str) -> tuple[pd.Series, int]:
+    """Each trial's ``metric`` at the last step every trial that logged it reached (trials stopped
+    early are compared where they stopped, not against trials that ran longer), and that step."""
+    good = set(ok(table, metric)["trial_id"])
+    series = {t: df[["step", metric]].dropna() for t, df in histories.items()
+              if t in good and metric in df and df[metric].notna().any()}
+    if not series:
+        return pd.Series(dtype=float), 0
+    step = int(min(s["step"].max() for s in series.values()))
+    return pd.Series({t: s[s["step"] <= step][metric].iloc[-1] for t, s in series.items()
+                      if (s["step"] <= step).any()}), step
+
+
+def knob_effects(table, values: pd.Series) -> dict[str, tuple[float, str]]:
+    """Each searched param -> (effect in [0, 1], its sign or best value) on the trials' ``values``.
+    A number is scored by Spearman's rho (the effect is rho squared, the sign rho's); a category
+    by the share of the ranks' variance its groups explain (eta squared)."""
+    rank = values.rank()
+    out = {}
+    for name in (c for c in table.columns if "." in c):
+        x = table.set_index("trial_id")[name].reindex(values.index)
+        if x.nunique(dropna=True) < 2 or x.isna().any():
+            continue
+        numeric = pd.to_numeric(x, errors="coerce")
+        if numeric.notna().all() and x.dtype != bool:
+            rho = numeric.rank().corr(rank)
+            if pd.notna(rho):
+                out[name] = (rho * rho, f"{rho:+.2f}")
+            continue
+        groups = rank.groupby(x.astype(str))
+        total = ((rank - rank.mean()) ** 2).sum()
+        between = (groups.size() * (groups.mean() - rank.mean()) ** 2).sum()
+        out[name] = (between / total if total else 0.0, str(groups.mean().idxmin()))
+    return out
+
+
+def knob_verdict(table, histories: dict, metric: str, mode: str) -> str:
+    values, step = at_common_step(table, histories, metric)
+    if len(values) < 4:  # with 3 trials, rho is one of 0, +-0.5, +-1
+        return ""
+    if mode == "max":
+        values = -values  # ranks below: low is good
+    effects = knob_effects(table, values)
+    if not effects:
+        return ""
+    name, (effect, how) = max(effects.items(), key=lambda kv: kv[1][0])
+    where = f"over {len(values)} trials at step {step:,}"
+    if effect < 0.09:  # |rho| < 0.3
+        return f"No searched knob had a clear effect on {metric} ({where}; the largest was {name})."
+    if how.startswith(("+", "-")):  # a number: rho of the knob against the (low-is-good) ranks
+        direction = "higher" if how.startswith("-") else "lower"
+        rho = -float(how) if mode == "max" else float(how)
+        return (f"{name} mattered most: {direction} values gave better {metric} "
+                f"(Spearman rho {rho:+.2f} {where}).")
+    return f"{name} mattered most: {how} did best (eta squared {effect:.2f} {where})."
+
+
+def compute_verdict(table, spec: dict) -> str:
+    """How much of a full grid's training steps (every trial to the end) the search ran."""
+    good = table[table["status"] != "ERROR"]
+    steps = pd.to_numeric(good.get("step"), errors="coerce").fillna(0)
+    finished = steps[good["status"] == "FINISHED"]
+    if not len(good) or not len(finished):
+        return ""
+    full, ran = len(good) * finished.max(), steps.sum()
+    stopped = int((good["status"] == "STOPPED").sum())
+    scheduler = str((spec.get("scheduler") or {}).get("name") or "the scheduler").upper()
+    if not stopped:
+        return f"Every trial ran all {int(finished.max()):,} steps (no early stopping)."
+    return (f"{scheduler} stopped {stopped} of {len(good)} trials early: the search ran {int(ran):,} of the "
+            f"{int(full):,} training steps a full grid would, {1 - ran / full:.0%} less compute.")
+
+
 # ---------------------------------------------------------------- curves and the page
 
 
-def curves_figure(histories: dict, best: str | None = None, metric: str | None = None) -> Figure:
+def curves_figure(histories: dict, best: str | None = None, metric: str | None = None,
+                  baselines: dict | None = None) -> Figure:
     """Training loss and every fixed-protocol metric against tokens seen: one panel per metric,
-    one line per run (the ranking ``metric`` first; the ``best`` run drawn thick and dark)."""
+    one line per run (the ranking ``metric`` first; the ``best`` run drawn thick and dark). A
+    baseline (``baselines``: name -> the metric it baselines) is a reference line on its metric's
+    panel, not a panel of its own."""
+    baselines = baselines or {}
     keys = sorted({k for df in histories.values() for k in fixed_protocol_names(df)})
+    keys = [k for k in keys if baselines.get(k) not in keys]
     keys = ([metric] if metric in keys else []) + ["loss"] + [k for k in keys if k != metric]
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -338,7 +503,9 @@ def curves_figure(histories: dict, best: str | None = None, metric: str | None =
             if len(data):  # evaluations are sparse: dots show where they were taken
                 marker = "o" if key != "loss" or len(data) == 1 else None
                 handles[label] = ax.plot(data["tokens"], data[key], marker=marker, ms=3, label=label, **style)[0]
+    finals = [df.ffill().iloc[-1] for df in histories.values() if len(df)]
     for ax, key in zip(axes, keys):
+        draw_baselines(ax, baseline_values(finals, key, baselines))
         ax.set(xlabel="tokens seen", title=f"{key} (ranking metric)" if key == metric else key)
         ax.xaxis.set_major_formatter(ticker.EngFormatter())
         ax.grid(alpha=0.3)
@@ -358,8 +525,9 @@ def png(fig: Figure, path: Path) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def render(title: str, kind: str, facts: dict, sections: list[Section], out: Path) -> str:
-    """The whole page; each section's figures become ``out/<name>.png`` and inline images."""
+def render(title: str, kind: str, facts: dict, sections: list[Section], out: Path, summary: str = "") -> str:
+    """The whole page, opening with the ``summary`` verdict; each section's figures become
+    ``out/<name>.png`` and inline images."""
     esc = html.escape
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(fmt(v))}</dd>" for k, v in facts.items() if v is not None)
     body = []
@@ -370,4 +538,5 @@ def render(title: str, kind: str, facts: dict, sections: list[Section], out: Pat
         body.append(f"<h2>{esc(s.title)}</h2>{note}<div class=\"row\">{imgs}</div>{s.html}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)} — sslab {kind}</title>'
             f"<style>{CSS}</style></head><body><h1>{esc(title)} <span class=\"kind\">sslab {kind}</span></h1>"
-            f"<dl>{dl}</dl>{''.join(body)}</body></html>\n")
+            + (f'<p class="verdict" id="verdict">{esc(summary)}</p>' if summary else "")
+            + f"<dl>{dl}</dl>{''.join(body)}</body></html>\n")

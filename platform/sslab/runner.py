@@ -92,6 +92,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     cfg = as_config(config, overrides)
     hooks = hooks or RunHooks()
     started = time.time()
+    progress.mark("run.start")
     corpus.check(cfg.corpus)
     tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
@@ -103,12 +104,16 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
         cluster.check_resources(cfg)
         cluster.check_shared_storage(run_dir)
         cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)  # cfg is this call's own copy
+        progress.mark("run.ray")
         try:
             data = prepare_data(cfg, run_dir)
         except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
             raise (find_sslab_error(e) or e) from None
+    progress.mark("data.ready")
     result = fit(cfg, run_dir, data, hooks)
+    progress.mark("run.fitted")
     summary = finish(cfg, run_dir, data, result, time.time() - started)
+    progress.mark("run.exported")
     return RunResult(run_dir=run_dir, summary=summary, config=cfg)
 
 
@@ -132,6 +137,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     docs = corpus.read_documents(cfg.corpus)
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
     tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, run_dir, quiet)
+    progress.mark("data.tokenizer")
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
     tokenizers_mod.add_tokens(tok, extra, run_dir)

@@ -29,6 +29,7 @@ from sslab import config as config_mod
 from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
+from sslab.progress import mark
 from sslab.protocol import fixed_protocol_names, is_fixed_protocol
 from sslab.search_spec import DownstreamSpec, SearchSpec, load_spec
 
@@ -226,8 +227,10 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
 
     from sslab.runner import RunHooks
 
+    mark("trial.start")
     run_dir = Path(setup.search_dir) / "trials" / ray_tune.get_context().get_trial_id()
     cfg = setup.config(params, run_dir)
+    mark("trial.config")
     cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir, holds_cpus=True)  # its task holds them
     start = ray_tune.get_checkpoint()  # PBT: the state it chose for this trial
     restart = 1 + len(list(run_dir.glob("restart_*"))) if start is not None else 0
@@ -264,6 +267,8 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         ray.get(done)
     except Exception as e:
         raise (find_sslab_error(e) or e) from None
+    finally:
+        mark("trial.end")
 
 
 def downstream_scores(done, downstream: DownstreamSpec, run_dir: Path, seq_len: int) -> dict:
@@ -406,9 +411,17 @@ def build_tuner(spec: SearchSpec, setup: TrialSetup, search_dir: Path, concurren
                                         trial_dirname_creator=trial_dirname),
         # A trial stops at its last step before any scheduler sees it: PBT must not exploit a finished trial.
         run_config=ray_tune.RunConfig(name="tune", storage_path=str(search_dir), verbose=1,
-                                      stop={"step": spec.max_steps},
+                                      stop={"step": spec.max_steps}, callbacks=progress_of(spec),
                                       failure_config=ray_tune.FailureConfig(max_failures=0)),
     )
+
+
+def progress_of(spec: SearchSpec) -> list:
+    """The live progress line (silent with ``run.quiet``)."""
+    from sslab.search_progress import SearchProgress
+
+    return [SearchProgress(spec.name, spec.metric, spec.mode, spec.max_steps, spec.scheduler.name == "asha",
+                           quiet=spec.base_config().run.quiet)]
 
 
 def trial_dirname(trial) -> str:

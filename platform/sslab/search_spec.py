@@ -310,6 +310,10 @@ class SearchSpec:
             if self.metric not in reported:
                 raise ConfigError(f"metric={self.metric!r} is not reported by objective {name!r}{why}; "
                                   f"it reports {', '.join(reported)}")
+            baseline_of = get(name).baselines.get(self.metric)
+            require(baseline_of is None, "metric", self.metric,
+                    f"a metric a trial can change: {self.metric} is the trivial baseline of {baseline_of} "
+                    f"(objective {name!r}), the same for every trial; rank by {baseline_of}")
         if self.metric == "probe_acc":
             cfg = self.base_config()
             labelled = cfg.corpus.source == "synthetic" or cfg.corpus.label_field

@@ -28,7 +28,7 @@ from sslab.evaluation import evaluate
 from sslab.objectives import adopt, get as get_objective
 from sslab.objectives.base import unwrap
 from sslab.rng import splitmix64
-from sslab.progress import Progress
+from sslab.progress import Progress, mark
 from sslab.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -238,9 +238,12 @@ def restore(start: str | None, model, optimizer, scheduler, train_cfg) -> dict |
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point; ``loop_config["plan"]`` is the run's :class:`WorkerPlan`."""
+    mark("worker.start")
     quiet_ray_train_reports()
     w = setup(loop_config["plan"])
     cfg, counters = w.cfg, w.counters
+    mark("worker.ready")
+    first = counters.step + 1
     rank = ray.train.get_context().get_world_rank()
     w.model.train()
     with contextlib.closing(w.tracker), micro_batches(ray.train.get_dataset_shard("train"), cfg,
@@ -254,7 +257,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             counters.step += 1
             counters.tokens += done.tokens * w.world
             w.progress.tick(done.tokens * w.world, done.waited_s)
+            if counters.step == first:
+                mark("worker.first_step")
             maybe_report(w, {**step_metrics(w, done), **done.logs})
+    mark("worker.end")
 
 
 def apply_or_skip(optimizer, scheduler, counters: Counters, loss: float, grad_norm: float, cfg) -> None:
@@ -304,8 +310,10 @@ def maybe_report(w: Worker, metrics: dict) -> None:
     if not (do_eval or do_ckpt or step % t.log_every == 0):
         return
     if do_eval:
+        mark("eval.start")
         metrics.update(evaluate(w.model, w.objective, w.val_shard, w.plan.probe, w.cfg, w.accelerator.device))
         w.model.train()
+        mark("eval.end")
     w.progress.line(metrics)
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
@@ -317,10 +325,12 @@ def maybe_report(w: Worker, metrics: dict) -> None:
         return
     metrics = {**metrics, "device": w.accelerator.name}  # for the summary; the trackers take numbers only
     if do_ckpt and rank0:
+        mark("checkpoint.start")
         name = f"checkpoint_{step:08d}"
         dest = Path(w.plan.run_dir) / name
         staged = [lambda tmp, hook=hook: hook.checkpoint_staged(tmp, dest, w.resumed) for hook in w.plan.hooks]
         with checkpoint.save(unwrap(w.model), w.optimizer, w.scheduler, asdict(w.counters), staged) as ckpt:
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+        mark("checkpoint.end")
     else:
         ray.train.report(metrics, checkpoint=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(ray_cluster, 
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
+    # the live progress line, appended to the log (not a terminal) once per report
+    progress = [line for line in (tmp_path / "driver.log").read_text().splitlines() if line.startswith("[sslab] search ")]
+    assert any(re.search(r": \d finished, 1 running, \d pending \| best eval_mlm_loss \d[\d.]* \(\w+\) "
+                         r"\| \d+\.\d\d steps/s \| eta (≤ )?\d+:\d\d:\d\d$", line) for line in progress), progress[-5:]
     before = (first / "summary.json").stat().st_mtime, steps_logged(first)
     proposed = {p.name: lr_of(p) for p in (out / "trials").iterdir()}  # what the searcher had drawn
     with pytest.raises(sslab.RunError, match="--resume"):

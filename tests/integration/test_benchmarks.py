@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.bench]
 RUN = Path(__file__).parents[2] / "benchmarks" / "run.py"
 
 
-@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "gpu"])
+@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "trial_overhead", "gpu"])
 def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     out, md = tmp_path / "results", tmp_path / "RESULTS.md"
     subprocess.run([sys.executable, str(RUN), "--only", script, "--size", "smoke", "--reps", "1",
@@ -41,6 +41,11 @@ def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
         compute = figures["search compute: ASHA / every trial to the end, in training steps with evaluations counted"]
         assert compute["unit"] == "step-equivalents" and "evaluations" in compute["note"]
         assert "an evaluation = " in result["notes"][0]
+    if script == "trial_overhead":  # every part measured by the marks, each case beside the empty trainer
+        table = result["notes"][0]
+        for part in ("imports and unpickling", "model build", "first batch and step", "evaluation", "checkpoint",
+                     "export", "Train controller and worker group", "fixed cost"):
+            assert f"| {part} |" in table, part
     if script == "gpu" and not result["params"]["peak_flops"]:
         assert any("MFU not measured" in note for note in result["notes"])
     else:

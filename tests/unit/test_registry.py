@@ -7,6 +7,7 @@ from sslab import objectives
 from sslab.config import ObjectiveConfig
 from sslab.errors import ConfigError
 from sslab.objectives import base
+from sslab.protocol import is_fixed_protocol
 
 # Every registered objective. Adding an objective file means adding its name here.
 EXPECTED_OBJECTIVES = ["clm", "denoise", "electra", "mlm", "nsp", "simcse", "sop", "span"]
@@ -42,6 +43,10 @@ def test_each_registered_objective_is_complete(name):
     assert cls.unit in ("packed", "sentences", "pairs")
     assert issubclass(cls.Config, ObjectiveConfig) and cls.Config().name == name
     assert cls.metrics, f"{name} reports no fixed-protocol metrics"
+    # each trivial baseline is a fixed-protocol metric, of a metric the objective reports
+    assert cls.baselines, f"{name} declares no baseline: its report cannot say whether it learned"
+    for baseline, metric in cls.baselines.items():
+        assert is_fixed_protocol(baseline) and metric in cls.metrics and baseline not in (metric, "probe_acc")
 
 
 def test_register_adds_a_class_and_get_returns_it(registry):

@@ -10,10 +10,12 @@ import base64
 import io
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +25,7 @@ from sslab.errors import ConfigError
 from sslab.report import curves_figure, knob_figures, read_metrics, write_report
 
 STEPS, LOG_EVERY, EVAL_EVERY, TOKENS_PER_STEP = 60, 10, 20, 2048
+UNIGRAM_LOSS, UNIGRAM_ACC = 4.8, 0.2  # the MLM runs' baselines: the same validation blocks in every run
 SECRET_TAIL = "and the tail of a very long traceback line that the table must not show"
 EXTERNAL = re.compile(r"https?:|src=[\"']?//|href=[\"']?//|<script|<link|@import|url\(", re.I)
 IMG_SRC = re.compile(r'<img [^>]*src="([^"]*)"')
@@ -41,7 +44,8 @@ def metric_lines(final: float, steps: int, objective: str = "mlm") -> list[dict]
         if step % EVAL_EVERY == 0 or step == steps:
             line.update(probe_acc=1 - final / 10 - 0.01 * (STEPS - step) / STEPS)
             if objective == "mlm":
-                line.update(eval_mlm_loss=final + 10.0 / step, eval_mlm_acc=0.5 - final / 20)
+                line.update(eval_mlm_loss=final + 10.0 / step, eval_mlm_acc=0.5 - final / 20,
+                            eval_unigram_loss=UNIGRAM_LOSS, eval_unigram_acc=UNIGRAM_ACC)
         lines.append(line)
     return lines
 
@@ -79,7 +83,8 @@ def make_search(root, trials: list[dict], *, space: dict, metric="eval_mlm_loss"
     lines = [",".join(head)] + [",".join(csv_cell(r.get(c)) for c in head) for r in rows]
     (root / "results.csv").write_text("\n".join(lines) + "\n")
     spec = {"name": name, "description": f"{name}: a fabricated search, ranked by {metric}",
-            "base": {"objective": "mlm", "corpus": "synthetic"}, "space": space, "metric": metric, "mode": mode}
+            "base": {"objective": "mlm", "corpus": "synthetic"}, "space": space, "metric": metric, "mode": mode,
+            "scheduler": {"name": "asha"}}
     (root / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     best = next((r for r in rows if r["status"] == "FINISHED"), None)
     if best:
@@ -239,6 +244,94 @@ def test_objectives_are_compared_when_the_search_spans_them(bakeoff):
     assert order[0] == "ff00a_00002" and len(order) == 5  # simcse, the highest probe accuracy
 
 
+# ---------------------------------------------------------------- baselines and the verdict
+
+
+def verdict_of(page) -> str:
+    found = re.search(r'<p class="verdict" id="verdict">(.*?)</p>', page.read_text())
+    assert found, "the page has no verdict"
+    return found.group(1)
+
+
+def panel(fig, title):
+    return next(ax for ax in fig.axes if ax.get_title() == title)
+
+
+def reference_lines(ax) -> dict[str, float]:
+    """The horizontal reference lines of a panel: label -> height."""
+    return {line.get_label(): line.get_ydata()[0] for line in ax.lines
+            if "baseline" in line.get_label() and len(set(line.get_ydata())) == 1}
+
+
+def test_baselines_are_reference_lines_on_their_metric_not_curves_of_their_own(masking):
+    root, _ = masking
+    histories = {t["id"]: read_metrics(root / "trials" / t["id"]) for t in MASKING_TRIALS if t["final"] is not None}
+    fig = curves_figure(histories, "a1b2c_00001", "eval_mlm_loss",
+                        {"eval_unigram_loss": "eval_mlm_loss", "eval_unigram_acc": "eval_mlm_acc"})
+    titles = {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    assert titles == {"eval_mlm_loss (ranking metric)", "loss", "eval_mlm_acc", "probe_acc"}
+    assert reference_lines(panel(fig, "eval_mlm_loss (ranking metric)")) == {"unigram baseline 4.8": UNIGRAM_LOSS}
+    assert reference_lines(panel(fig, "eval_mlm_acc")) == {"unigram baseline 0.2": UNIGRAM_ACC}
+    assert reference_lines(panel(fig, "loss")) == {}
+
+
+def test_the_knob_plots_carry_the_ranking_metrics_baseline(masking):
+    root, _ = masking
+    import pandas as pd
+
+    table = pd.read_csv(root / "results.csv", dtype={"trial_id": str})
+    figures = knob_figures(table, yaml.safe_load((root / "search.yaml").read_text()), "eval_mlm_loss", "min",
+                           "a1b2c_00001", {"eval_unigram_loss": "eval_mlm_loss"})
+    for fig in figures.values():
+        assert reference_lines(fig.axes[0]) == {"unigram baseline 4.8": UNIGRAM_LOSS}
+
+
+def test_the_verdict_opens_the_page_with_the_best_trial_against_its_baseline_and_the_compute_saved(masking):
+    _, page = masking
+    text = page.read_text()
+    said = verdict_of(page)
+    assert text.index('id="verdict"') < text.index("<dl>")  # at the top, before the facts
+    # eval_mlm_loss of the best trial: 4.5 + 10/60; the unigram baseline: 4.8
+    assert said.startswith("The best trial, a1b2c_00001, reaches eval_mlm_loss = 4.667: it beats the unigram "
+                           "baseline (4.8) by 0.1333 (2.8%).")
+    # 3 trials that did not fail, 60 steps each in a full grid; the stopped one ran 20
+    assert "ASHA stopped 1 of 3 trials early: the search ran 140 of the 180 training steps a full grid would, " \
+           "22% less compute." in said
+
+
+def test_the_verdict_says_plainly_when_the_best_trial_has_not_beaten_its_baseline(tmp_path):
+    trials = [{"id": f"d0000_0000{i}", "params": {"objective.mask_ratio": r}, "status": "FINISHED", "final": final}
+              for i, (r, final) in enumerate([(0.15, 5.0), (0.3, 5.2)])]
+    said = verdict_of(write_report(make_search(tmp_path, trials, space={"objective.mask_ratio": {"uniform": [0.1, 0.6]}})))
+    assert "reaches eval_mlm_loss = 5.167: it does not beat the unigram baseline (4.8)" in said
+    assert "Every trial ran all 60 steps (no early stopping)." in said
+    assert "mattered most" not in said  # two trials say nothing about which knob matters
+
+
+def test_the_verdict_names_the_knob_that_mattered_most_and_its_direction(tmp_path):
+    # the loss falls with the learning rate; the mask ratio is shuffled against it
+    lrs, ratios = [1e-4, 3e-4, 1e-3, 3e-3, 6e-3], [0.3, 0.15, 0.5, 0.2, 0.4]
+    trials = [{"id": f"e0000_0000{i}", "params": {"objective.mask_ratio": r, "train.lr": lr}, "status": "FINISHED",
+               "final": 5.0 - i * 0.2} for i, (lr, r) in enumerate(zip(lrs, ratios))]
+    said = verdict_of(write_report(make_search(tmp_path, trials, space=MASKING_SPACE)))
+    assert "train.lr mattered most: higher values gave better eval_mlm_loss (Spearman rho -1.00 over 5 trials " \
+           "at step 60)." in said
+    # ranked by a metric where higher is better, the direction still reads as "better"
+    (tmp_path / "max").mkdir()
+    flipped = make_search(tmp_path / "max", trials, space=MASKING_SPACE, metric="eval_mlm_acc", mode="max")
+    said = verdict_of(write_report(flipped))
+    assert "train.lr mattered most: higher values gave better eval_mlm_acc (Spearman rho +1.00" in said
+    assert "it beats the unigram baseline (0.2) by" in said
+
+
+def test_a_categorical_knob_names_its_best_value(bakeoff):
+    _, page = bakeoff
+    said = verdict_of(page)
+    assert said.startswith("The best trial, ff00a_00002, reaches probe_acc = ")
+    assert "(no baseline of probe_acc was logged to compare it with)" in said
+    assert "objective.name mattered most: simcse did best (eta squared" in said
+
+
 def test_a_single_trial_search_with_a_nan_metric_still_renders(tmp_path):
     trials = [{"id": "b0000_00000", "params": {"objective.mask_ratio": 0.2}, "status": "FINISHED", "final": 4.0}]
     root = make_search(tmp_path, trials, space={"objective.mask_ratio": {"uniform": [0.1, 0.6]}})
@@ -332,15 +425,22 @@ def chromium(*args, timeout=60) -> str:
     return done.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)")
-def test_chromium_renders_every_image(masking, tmp_path):
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: the report is not checked in a browser "
+                                              "(apt-get install chromium; .ci/run does where it can)")
+def test_chromium_renders_every_image_and_the_verdict(masking, tmp_path):
+    """The page in a real browser, offline: every image decodes and shows, the verdict names the
+    best trial, and a screenshot is kept (in ``$SSLAB_ARTIFACTS`` when CI sets it)."""
     _, page = masking
     text = page.read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("</body>", COUNT_LOADED + "</body>"))
     dom = chromium("--dump-dom", probe.as_uri())
     assert re.search(r"<title>loaded=(\d+)</title>", dom).group(1) == str(text.count("<img "))
-    shot = tmp_path / "shot.png"
+    shown = re.search(r'<p class="verdict" id="verdict">(.*?)</p>', dom)
+    assert shown and shown.group(1).startswith("The best trial, a1b2c_00001, reaches eval_mlm_loss")
+    artifacts = Path(os.environ.get("SSLAB_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "report_search.png"
     chromium("--window-size=1280,2400", f"--screenshot={shot}", page.as_uri())
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 2400)

@@ -361,6 +361,12 @@ def test_ranking_by_the_training_loss_is_refused_as_not_comparable():
     assert "not comparable" not in error_of(spec_data(metric="eval_ppl"))
 
 
+def test_ranking_by_a_trivial_baseline_is_refused_naming_the_metric_it_baselines():
+    # MLM reports eval_unigram_acc (the unigram baseline of eval_mlm_acc): every trial has the same one
+    message = error_of(spec_data(metric="eval_unigram_acc", mode="max"))
+    assert "metric='eval_unigram_acc'" in message and "rank by eval_mlm_acc" in message
+
+
 def test_a_missing_metric_is_refused():
     assert "metric" in error_of({k: v for k, v in spec_data().items() if k != "metric"})
 
