@@ -17,12 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 # A small mask-ratio x learning-rate search with ASHA on the built-in corpus (under 10 minutes
 # on 2 CPU cores): the shipped mlm_masking space, shrunk to tiny models by overrides.
-DEMO_OVERRIDES := model.preset=tiny train.seq_len=64 train.batch_size=32 train.max_steps=150 \
-	train.warmup_steps=15 train.eval_every=50 train.checkpoint_every=50 eval.max_blocks=128 \
-	eval.probe_docs=200 scheduler.grace_period=50 scheduler.reduction_factor=3 resources.cpus_per_worker=1
+DEMO_OVERRIDES := num_samples=6 model.preset=tiny train.seq_len=64 train.batch_size=32 train.max_steps=300 \
+	train.warmup_steps=30 train.eval_every=100 train.checkpoint_every=100 eval.max_blocks=128 \
+	eval.probe_docs=200 scheduler.grace_period=100 scheduler.reduction_factor=3 resources.cpus_per_worker=1
 
 demo: install
-	$(VENV)/bin/sslab tune mlm_masking --out runs/demo --num-samples 6 $(DEMO_OVERRIDES) \
+	$(VENV)/bin/sslab tune mlm_masking --out runs/demo $(DEMO_OVERRIDES) \
 		$(if $(wildcard runs/demo/tune),--resume)
 
 # Everything but the multi-node and fault tests and the benchmark smoke runs (25 to 27 minutes on 2 cores,
