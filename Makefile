@@ -25,13 +25,13 @@ demo: install
 	$(VENV)/bin/sslab tune mlm_masking --out runs/demo $(DEMO_OVERRIDES) \
 		$(if $(wildcard runs/demo/tune),--resume)
 
-# Everything but the multi-node and fault tests and the benchmark smoke runs (25 to 27 minutes on 2 cores,
-# measured; its budget is 20).
+# Everything but the multi-node and fault tests and the benchmark smoke runs (its budget: 20 minutes
+# on 2 cores; see the README's Tests for the measured time).
 test: install
 	$(PY) -m pytest -q -rs --durations=25 -m "not cluster and not bench"
 
-# Multi-node runs, node and worker loss, killed drivers, a 16-trial sweep: several Ray nodes
-# on this one machine. CI runs them after make test.
+# Multi-node runs, node and worker loss, killed drivers, a 16-trial sweep, searches whose trials
+# train on worker groups: several Ray nodes on this one machine. CI runs them after make test.
 test-cluster: install
 	$(PY) -m pytest -q --durations=25 -m cluster
 

@@ -12,15 +12,24 @@ from sslab.config import SyntheticConfig, TokenizerConfig
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-    # address="local": never join a cluster that `ray start` left on this machine. The dashboard
-    # stays: Ray Train's placement-group cleaner finds stopped runs through its State API, and
-    # without it a stopped trial's CPUs are never freed. Idle worker processes stay warm between
-    # runs, as in the Ray sslab starts (capacity.warm_workers).
-    ray.init(address="local", num_cpus=4, logging_level=logging.WARNING, _system_config=capacity.warm_workers(4))
+def _ray_session():
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(_ray_session):
+    """One local Ray for the whole session, started by the first module that asks for it (and
+    again after a module that ran a Ray of its own, as the multi-node tests do)."""
+    if not ray.is_initialized():
+        # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
+        # address="local": never join a cluster that `ray start` left on this machine. The dashboard
+        # stays: Ray Train's placement-group cleaner finds stopped runs through its State API, and
+        # without it a stopped trial's CPUs are never freed. Idle worker processes stay warm between
+        # runs, as in the Ray sslab starts (capacity.warm_workers).
+        ray.init(address="local", num_cpus=4, logging_level=logging.WARNING,
+                 _system_config=capacity.warm_workers(4))
+    yield
 
 
 @pytest.fixture(scope="session")

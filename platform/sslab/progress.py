@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -88,6 +89,48 @@ class Progress:
 def say(message: str, quiet: bool = False) -> None:
     if not quiet:
         print(f"[sslab] {message}", file=sys.__stdout__, flush=True)
+
+
+NOISE = ("Progress bars disabled", "does not have any available CPUs")
+"""Ray Data warnings that mislead in a quiet run: bars are off on purpose, and a trial's own task
+holds the CPU that Ray Data finds taken (its tasks get the CPU the search left them)."""
+
+
+class DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in NOISE)
+
+
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool):
+    """While a quiet run (every trial of a search) runs in this process: Ray Data's and Ray
+    Train's info lines off (each dataset's "execution finished", "Moving model to device"), the
+    :data:`NOISE` warnings dropped, and transformers' bar of the export's shards hidden. A worker
+    group's processes get the same from Train's ``LoggingConfig``; a run trained in process
+    needs it here."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in ("ray.data", "ray.train")]
+    levels, drop = [lg.level for lg in loggers], DropNoise()
+    handlers = [h for lg in loggers for h in lg.handlers] + logging.getLogger("ray").handlers
+    bars = hf_logging.is_progress_bar_enabled()
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    for h in handlers:
+        h.addFilter(drop)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        for h in handlers:
+            h.removeFilter(drop)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

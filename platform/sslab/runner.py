@@ -99,21 +99,22 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     cluster.check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
                              cluster.asked(cfg.scaling))
-    with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
-        cluster.init_ray(cfg)
-        cluster.check_resources(cfg)
-        cluster.check_shared_storage(run_dir)
-        cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)  # cfg is this call's own copy
-        progress.mark("run.ray")
-        try:
-            data = prepare_data(cfg, run_dir)
-        except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
-            raise (find_sslab_error(e) or e) from None
-    progress.mark("data.ready")
-    result = fit(cfg, run_dir, data, hooks)
-    progress.mark("run.fitted")
-    summary = finish(cfg, run_dir, data, result, time.time() - started)
-    progress.mark("run.exported")
+    with progress.quiet_libraries(cfg.run.quiet):  # a trial's run: Ray's chatter off
+        with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
+            cluster.init_ray(cfg)
+            cluster.check_resources(cfg)
+            cluster.check_shared_storage(run_dir)
+            cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)  # cfg is this call's own copy
+            progress.mark("run.ray")
+            try:
+                data = prepare_data(cfg, run_dir)
+            except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+                raise (find_sslab_error(e) or e) from None
+        progress.mark("data.ready")
+        result = fit(cfg, run_dir, data, hooks)
+        progress.mark("run.fitted")
+        summary = finish(cfg, run_dir, data, result, time.time() - started)
+        progress.mark("run.exported")
     return RunResult(run_dir=run_dir, summary=summary, config=cfg)
 
 

@@ -410,7 +410,8 @@ def build_tuner(spec: SearchSpec, setup: TrialSetup, search_dir: Path, concurren
                                         reuse_actors=False,
                                         trial_dirname_creator=trial_dirname),
         # A trial stops at its last step before any scheduler sees it: PBT must not exploit a finished trial.
-        run_config=ray_tune.RunConfig(name="tune", storage_path=str(search_dir), verbose=1,
+        # sslab's own progress line (search_progress) stands for Tune's tables: verbose=0.
+        run_config=ray_tune.RunConfig(name="tune", storage_path=str(search_dir), verbose=0,
                                       stop={"step": spec.max_steps}, callbacks=progress_of(spec),
                                       failure_config=ray_tune.FailureConfig(max_failures=0)),
     )

@@ -1,6 +1,10 @@
 """Ray Tune searches end to end: ASHA stops weak trials and gives their resources back, a
 diverging trial errors alone, PBT copies a better trial's state, and a killed search resumes
-without re-running finished trials. Trials are tiny runs on the synthetic corpus."""
+without re-running finished trials. Trials are tiny runs on the synthetic corpus.
+
+ASHA and PBT run twice: with trials trained in process (the default on one machine) in
+``make test``, and with trials trained by worker groups (the path of multi-node clusters, marked
+``cluster``) in ``make test-cluster``."""
 from __future__ import annotations
 
 import json
@@ -43,7 +47,10 @@ def steps_logged(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("trained", ["by a worker group", "in process"])
+BOTH_PATHS = [pytest.param("by a worker group", marks=pytest.mark.cluster), "in process"]
+
+
+@pytest.mark.parametrize("trained", BOTH_PATHS)
 def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_cluster, tokenizer_dir, tmp_path,
                                                                             trained):
     # One trial at a time, in grid order: the first sets the bar at step 10, the one at lr 1e-5
@@ -73,7 +80,7 @@ def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_
     assert registries == [in_process] * 2  # sslab's own checkpoint registry is the in-process path's
 
 
-@pytest.fixture(scope="module", params=["by a worker group", "in process"])
+@pytest.fixture(scope="module", params=BOTH_PATHS)
 def pbt_search(request, ray_cluster, tokenizer_dir, tmp_path_factory):
     """One synchronous PBT search of two trials, shared by the PBT tests: at step 10 both pause,
     the weak one (lr 1e-5) takes the strong one's checkpoint, and both restart from their

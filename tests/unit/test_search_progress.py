@@ -89,3 +89,33 @@ def test_the_callback_pickles_without_its_terminal_line():
     # Tune pickles its callbacks into the experiment state; a resumed search opens its own line
     restored = pickle.loads(pickle.dumps(progress))
     assert restored.bar is None and restored.max_steps == MAX_STEPS and restored.state == {"t0": "running"}
+
+
+def test_a_quiet_run_silences_ray_chatter_but_not_real_warnings():
+    """A trial's run (run.quiet) in its own process: Ray Data's and Train's info lines and the two
+    misleading warnings go; any other warning still reaches the log."""
+    import logging
+
+    from sslab.progress import quiet_libraries
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    owners = [logging.getLogger("ray"), logging.getLogger("ray.data")]  # Ray Data's logs stop at its own handlers
+    for owner in owners:
+        owner.addHandler(handler)
+    data, train = logging.getLogger("ray.data._internal.execution"), logging.getLogger("ray.train.torch")
+    try:
+        with quiet_libraries(True):
+            data.info("Dataset d execution finished in 1.2 seconds")
+            train.info("Moving model to device: cpu")
+            data.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job...")
+            data.warning("Progress bars disabled. To enable, set ...")
+            data.warning("Spilled 3 GiB to disk")
+        with quiet_libraries(False):
+            train.warning("a worker died")
+        data.warning("Progress bars disabled, outside a quiet run")
+    finally:
+        for owner in owners:
+            owner.removeHandler(handler)
+    assert seen == ["Spilled 3 GiB to disk", "a worker died", "Progress bars disabled, outside a quiet run"]
