@@ -267,8 +267,6 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         ray.get(done)
     except Exception as e:
         raise (find_sslab_error(e) or e) from None
-    finally:
-        mark("trial.end")
 
 
 def downstream_scores(done, downstream: DownstreamSpec, run_dir: Path, seq_len: int) -> dict:
