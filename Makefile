@@ -35,7 +35,7 @@ test: install
 test-cluster: install
 	$(PY) -m pytest -q --durations=25 -m cluster
 
-# Every benchmark script at its smallest size, so none can rot (about 6 minutes). CI runs it.
+# Every benchmark script at its smallest size, so none can rot (about 5 minutes). CI runs it.
 test-bench: install
 	$(PY) -m pytest -q --durations=10 -m bench
 
