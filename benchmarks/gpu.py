@@ -16,6 +16,7 @@ records that MFU was not measured.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -82,6 +83,9 @@ def main() -> None:
             out = Path(tmp) / f"run{rep}"
             sslab.pretrain(run_config(size, str(out), gpu, compile_model))
             runs.append(steady(out))
+            # The run's own rows travel with the figures: a GPU window is short, and they say where time went.
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "metrics.jsonl", Path(args.out) / f"gpu_metrics_rep{rep + 1}.jsonl")
             say(f"rep {rep + 1}/{args.reps}: {runs[-1]}")
         tps = [r["tokens_per_s"] for r in runs]
         wait = [r["data_wait"] for r in runs]

@@ -54,6 +54,9 @@ def of_worker(scaling: ScalingConfig) -> Accelerator:
                            name=f"simulated GPU {ids} (CUDA_VISIBLE_DEVICES={visible}) on the CPU")
     device = ray.train.torch.get_device()
     if device.type == "cuda":
+        # What autocast leaves in fp32 (the loss, norms, the optimizer's own matmuls) may use TF32
+        # tensor cores, as every GPU recipe sets; inductor warns when a compiled model runs without.
+        torch.set_float32_matmul_precision("high")
         return Accelerator(device, gpu_recipe=True, pin_memory=True,
                            peak_flops=scaling.peak_flops or models.peak_flops(device),
                            name=torch.cuda.get_device_name(device))
