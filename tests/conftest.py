@@ -3,12 +3,28 @@ trained once, and the overrides of a small run."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import ray
 
 from sslab import capacity, synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """One prepared-data cache for the session (never the user's ``~/.cache/sslab``), shared as
+    runs on one machine share theirs; CLI subprocesses inherit it. A test of the cache itself
+    names its own ``data.cache_dir``."""
+    path = tmp_path_factory.mktemp("sslab-cache")
+    previous = os.environ.get("SSLAB_CACHE_DIR")
+    os.environ["SSLAB_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("SSLAB_CACHE_DIR", None)
+    else:
+        os.environ["SSLAB_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -167,8 +167,6 @@ class TrainConfig:
     """Fail the run after this many consecutive steps with a non-finite loss or gradient."""
     prefetch_batches: int = 2
     """Batches each worker prefetches from Ray Data."""
-    materialize: bool = True
-    """Keep the tokenised, packed corpus in the object store (otherwise re-read every epoch)."""
     compile: bool = False
     """``torch.compile`` the model (TorchInductor): faster steps on a GPU after a first slow one."""
     seed: int = 0
@@ -200,6 +198,35 @@ class TrainConfig:
              f"rate warms up for the whole run, reaches {peak:.0%} of train.lr at its last step and never decays; "
              f"set train.warmup_steps below train.max_steps (a tenth, the defaults' share: "
              f"train.warmup_steps={self.max_steps // 10})")
+
+
+SHUFFLES = ("global", "window", "none")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """The prepared data (a corpus tokenised and packed once, into Parquet shards in a cache that
+    every run and trial finds by itself) and the order training reads it in."""
+
+    cache_dir: str | None = None
+    """Where prepared corpora and the tokenizers trained for them live, keyed by content: any
+    storage Ray Data writes (a local path, NFS, ``s3://…``; a multi-node cluster needs one every
+    node reaches). ``None``: ``$SSLAB_CACHE_DIR``, else ``~/.cache/sslab``."""
+    shuffle: Literal["global", "window", "none"] = "global"
+    """Training order, new each epoch and reproducible from (``train.seed``, epoch). ``global``:
+    the shards in a random order, and rows mixed within windows of ``shuffle_window`` rows (a
+    corpus of up to ``shuffle_window`` rows is shuffled exactly). ``window``: rows mixed within
+    windows of consecutive shards, the corpus's coarse order kept (curricula). ``none``: corpus order."""
+    shuffle_window: int = 65536
+    """Rows mixed together (each worker holds one window of ~ ``shuffle_window x seq_len x 4``
+    bytes while it reads)."""
+    shard_rows: int = 2048
+    """Rows per prepared shard (Parquet file): the unit the global shuffle reorders."""
+
+    def __post_init__(self):
+        require(self.cache_dir is None or bool(self.cache_dir), "data.cache_dir", self.cache_dir, "a directory or URI")
+        require(self.shuffle_window >= 1, "data.shuffle_window", self.shuffle_window, "an integer >= 1")
+        require(self.shard_rows >= 1, "data.shard_rows", self.shard_rows, "an integer >= 1")
 
 
 @dataclass(kw_only=True)
@@ -332,6 +359,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pyarrow as pa
 import ray.data
+from ray.data.block import BlockAccessor
 from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.data.extensions import ArrowTensorArray
 from tokenizers import Tokenizer
@@ -180,6 +181,11 @@ def corrupt(batch: dict[str, np.ndarray], objective: Objective, seed: int, epoch
     if protocol is None:
         return objective.transform(inputs, rng)
     return objective.eval_transform(inputs, rng, protocol)
+
+
+def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
+    """A table's columns as numpy arrays, tensor columns as n-d arrays."""
+    return BlockAccessor.for_block(table).to_numpy()
 
 
 def epochs(blocks: ray.data.Dataset, objective: Objective, seed: int, first: int, last: int) -> ray.data.Dataset:

@@ -8,7 +8,9 @@ is never stale; the manifest, written atomically once every shard is in place, i
 entry exist, so a preparation killed midway leaves nothing that looks complete. Counts (rows,
 tokens) are read from the manifest, never from a pass over the data.
 
-This module holds the keys and the manifest; writing and streaming the shards build on it.
+Two preparations of one key at once do not collide: each writes its shards under a directory
+of its own (``attempt-<uuid>``) and names them in the manifest it writes, so whichever manifest
+lands last names complete shards. Streaming the shards in training order is :mod:`sslab.stream`.
 """
 from __future__ import annotations
 
@@ -16,10 +18,17 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray.data
+from ray.data.datasource import FilenameProvider
+
+from sslab import progress
+from sslab.config import DataConfig
 from sslab.errors import RunError
 
 FORMAT = 1
@@ -80,28 +89,28 @@ class Manifest:
         return cls(key=data["key"], unit=data["unit"], seq_len=data["seq_len"], splits=splits, format=data["format"])
 
 
-def write_manifest(entry: Path, manifest: Manifest) -> None:
-    """Write ``entry``'s manifest atomically (a temporary file renamed over it): a reader sees the
-    whole manifest or none. Call it last, once every shard it names is written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=entry)
+def write_manifest(fs: pafs.FileSystem, entry: str, manifest: Manifest) -> None:
+    """Write ``entry``'s manifest atomically (a temporary file moved over it: a rename on a local
+    or NFS disk, one whole object in object storage): a reader sees the whole manifest or none.
+    Call it last, once every shard it names is written."""
+    tmp = f"{entry}/.{MANIFEST}.{uuid.uuid4().hex}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(manifest.to_dict(), indent=1).encode())
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest.to_dict(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, entry / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fs.move(tmp, f"{entry}/{MANIFEST}")
+    finally:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
 
 
-def read_manifest(entry: Path, key: str) -> Manifest | None:
+def read_manifest(fs: pafs.FileSystem, entry: str, key: str) -> Manifest | None:
     """The manifest of a complete entry, or None when ``entry`` holds none (never prepared, or a
     preparation that did not finish). An entry of another format or key, or a manifest that does
     not parse, is refused with a message that says to prepare it again."""
-    path = entry / MANIFEST
+    path = f"{entry}/{MANIFEST}"
     try:
-        text = path.read_text()
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode()
     except FileNotFoundError:
         return None
     try:
@@ -118,3 +127,137 @@ def read_manifest(entry: Path, key: str) -> Manifest | None:
         raise RunError(f"{path} is the manifest of entry {manifest.key}, not of {key}: the cache directory was "
                        f"rearranged by hand; delete {entry} to prepare the corpus again")
     return manifest
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def cache_root(cfg: DataConfig) -> str:
+    """The cache's directory or URI: ``data.cache_dir``, else ``$SSLAB_CACHE_DIR``, else
+    ``~/.cache/sslab``; a local path comes back absolute (workers resolve it as the driver did)."""
+    root = cfg.cache_dir or os.environ.get("SSLAB_CACHE_DIR") or "~/.cache/sslab"
+    return root.rstrip("/") if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding ``uri`` and its path there."""
+    from sslab.corpus import open_filesystem  # late: corpus imports ray.data's readers
+
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), uri
+    try:
+        return open_filesystem(uri)
+    except Exception as e:  # noqa: BLE001 - its message names corpus.source
+        raise RunError(f"data.cache_dir {uri!r}: no filesystem reaches it ({e})") from None
+
+
+def check_writable(root: str) -> None:
+    """Refuse a cache that cannot be written, before anything is tokenised."""
+    fs, path = filesystem(root)
+    probe = f"{path}/.write-test-{uuid.uuid4().hex}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as f:
+            f.write(b"sslab")
+        fs.delete_file(probe)
+    except OSError as e:
+        raise RunError(f"the data cache {root} is not writable ({e}); set data.cache_dir (or $SSLAB_CACHE_DIR) "
+                       f"to a directory this machine and the Ray workers can write") from None
+
+
+class ShardNames(FilenameProvider):
+    """``shard-<task>-<write>.parquet``: in the dataset's order when sorted, unique per write."""
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"shard-{task_index:06d}-{write_uuid}.parquet"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A complete prepared entry: where it is and what its manifest says."""
+
+    uri: str
+    manifest: Manifest
+
+    def read(self, split: str) -> ray.data.Dataset:
+        """One split's rows in prepared order (the validation split; training reads through
+        :meth:`stream`)."""
+        fs, path = filesystem(self.uri)
+        return ray.data.read_parquet([f"{path}/{s.path}" for s in self.manifest.splits[split].shards], filesystem=fs)
+
+    def stream(self, cfg: DataConfig, seed: int):
+        """The training split, to be read in ``cfg.shuffle``'s order (:class:`sslab.stream.Stream`)."""
+        from sslab.stream import Stream
+
+        return Stream(root=self.uri, shards=self.manifest.splits["train"].shards, shuffle=cfg.shuffle,
+                      window=cfg.shuffle_window, seed=seed)
+
+
+def tokenizer_dir(root: str, key: str) -> Path | None:
+    """Where the tokenizer of :func:`tokenizer_key` ``key`` is kept, on a local or NFS cache
+    (one in object storage keeps prepared data only)."""
+    return None if "://" in root else Path(root) / "tokenizers" / key
+
+
+def find(root: str, key: str) -> Entry | None:
+    """The complete entry ``key`` in the cache at ``root``, or None."""
+    fs, path = filesystem(root)
+    uri = f"{root}/data/{key}"
+    manifest = read_manifest(fs, f"{path}/data/{key}", key)
+    return Entry(uri, manifest) if manifest else None
+
+
+def write(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.data.Dataset], shard_rows: int,
+          quiet: bool = True) -> Entry:
+    """Write ``splits`` (name: rows of ``unit``) as entry ``key`` and return it. The shards go to a
+    directory of this attempt's own, the manifest last."""
+    fs, path = filesystem(root)
+    attempt = f"attempt-{uuid.uuid4().hex[:12]}"
+    entry = f"{path}/data/{key}"
+    written = {}
+    for name, ds in splits.items():
+        where = f"{entry}/{attempt}/{name}"
+        with progress.stage(f"prepare: writing the {name} split as {unit} rows to {root}/data/{key}", quiet):
+            try:
+                ds.write_parquet(where, filesystem=fs, min_rows_per_file=shard_rows, filename_provider=ShardNames())
+            except Exception as e:
+                cause = _os_error(e)
+                if cause is None:
+                    raise
+                raise RunError(f"could not write the prepared data to {root}/data/{key} ({cause}); free space "
+                               f"there or set data.cache_dir elsewhere") from None
+        written[name] = _split(fs, entry, f"{attempt}/{name}", unit, seq_len)
+    manifest = Manifest(key=key, unit=unit, seq_len=seq_len, splits=written)
+    write_manifest(fs, entry, manifest)
+    return Entry(f"{root}/data/{key}", manifest)
+
+
+def _split(fs: pafs.FileSystem, entry: str, sub: str, unit: str, seq_len: int) -> Split:
+    """A written split's shards and counts, from the Parquet footers (and the length columns of
+    segment rows): no pass over the token data."""
+    infos = fs.get_file_info(pafs.FileSelector(f"{entry}/{sub}", allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.base_name.endswith(".parquet"))
+    shards, tokens = [], 0
+    for name in names:
+        f = f"{entry}/{sub}/{name}"
+        rows = pq.ParquetFile(f, filesystem=fs).metadata.num_rows
+        if rows == 0:
+            continue
+        shards.append(Shard(f"{sub}/{name}", rows))
+        if unit == "packed":
+            tokens += rows * seq_len
+        else:
+            lengths = pq.read_table(f, filesystem=fs, columns=["a_len", "b_len"])
+            tokens += sum(int(lengths[c].to_numpy().sum()) for c in ("a_len", "b_len"))
+    return Split(rows=sum(s.rows for s in shards), tokens=tokens, shards=tuple(shards))
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (Ray wraps a write task's error), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None

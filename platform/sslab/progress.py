@@ -91,9 +91,11 @@ def say(message: str, quiet: bool = False) -> None:
         print(f"[sslab] {message}", file=sys.__stdout__, flush=True)
 
 
-NOISE = ("Progress bars disabled", "does not have any available CPUs")
-"""Ray Data warnings that mislead in a quiet run: bars are off on purpose, and a trial's own task
-holds the CPU that Ray Data finds taken (its tasks get the CPU the search left them)."""
+NOISE = ("Progress bars disabled", "does not have any available CPUs", "execution finished in",
+         "Data sink Parquet finished")
+"""Ray Data lines that mislead or only repeat: bars are off on purpose in a quiet run, a trial's own
+task holds the CPU that Ray Data finds taken (its tasks get the CPU the search left them), and a
+line per dataset finished says nothing sslab's own progress lines do not."""
 
 
 class DropNoise(logging.Filter):
@@ -103,25 +105,24 @@ class DropNoise(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_libraries(quiet: bool):
-    """While a quiet run (every trial of a search) runs in this process: Ray Data's and Ray
-    Train's info lines off (each dataset's "execution finished", "Moving model to device"), the
-    :data:`NOISE` warnings dropped, and transformers' bar of the export's shards hidden. A worker
-    group's processes get the same from Train's ``LoggingConfig``; a run trained in process
-    needs it here."""
-    if not quiet:
-        yield
-        return
+    """While a run works in this process: Ray Data's line per dataset it finishes ("execution
+    finished", "Data sink Parquet finished": sslab says what its stages did) and the :data:`NOISE`
+    warnings dropped. In a quiet run (every trial of a search) also Ray Data's and Ray Train's
+    other info lines ("Moving model to device") and transformers' bar of the export's shards. A
+    worker group's processes get the same from Train's ``LoggingConfig``; a run trained in
+    process needs it here."""
     from transformers.utils import logging as hf_logging
 
     loggers = [logging.getLogger(name) for name in ("ray.data", "ray.train")]
     levels, drop = [lg.level for lg in loggers], DropNoise()
     handlers = [h for lg in loggers for h in lg.handlers] + logging.getLogger("ray").handlers
     bars = hf_logging.is_progress_bar_enabled()
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
     for h in handlers:
         h.addFilter(drop)
-    hf_logging.disable_progress_bar()
+    if quiet:
+        for lg in loggers:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import ray.train
 from ray.data.expressions import col
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from sslab import cluster, corpus, evaluation, pipeline, progress, runs, tracking
+from sslab import cluster, corpus, evaluation, pipeline, prepared, progress, runs, tracking
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
@@ -54,7 +54,8 @@ class RunData:
 
     tokenizer: object
     objective: object
-    train_blocks: object
+    entry: prepared.Entry
+    """The prepared corpus: its training split streams to the workers from here."""
     val_blocks: object
     num_train_blocks: int
     num_val_blocks: int
@@ -128,16 +129,21 @@ def as_config(config, overrides) -> Config:
 
 
 def prepare_data(cfg: Config, run_dir: Path) -> RunData:
-    """Read and split the corpus, get the tokenizer, pack and corrupt the blocks."""
+    """The run's tokenizer, objective and prepared corpus: found in the data cache when this
+    corpus, tokenizer and row shape were prepared before (no tokenisation at all), else
+    tokenised, packed and written there once (:mod:`sslab.prepared`)."""
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # same blocks in the same order on every rerun
+    ctx.execution_options.preserve_order = True  # same rows in the same order on every rerun
     quiet = cfg.run.quiet
     # Ray Data's own bars (rows/s and an ETA per operator) on a terminal; sslab's lines elsewhere.
     ctx.enable_progress_bars = not quiet and sys.stderr.isatty()
     ctx.print_on_execution_start = False
-    docs = corpus.read_documents(cfg.corpus)
+    root = prepared.cache_root(cfg.data)
+    fingerprint = corpus.fingerprint(cfg.corpus)
+    docs = corpus.read_documents(cfg.corpus)  # lazy: read only where something below needs the text
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
-    tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, run_dir, quiet)
+    tok_key = prepared.tokenizer_key(fingerprint, cfg.tokenizer, cfg.model.max_positions, cfg.train.seed)
+    tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, run_dir, quiet, prepared.tokenizer_dir(root, tok_key))
     progress.mark("data.tokenizer")
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
@@ -146,23 +152,31 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
-    train_blocks = pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit)
-    with progress.stage(f"pipeline: cleaning, tokenizing and packing the training split into {objective.unit} rows",
-                        quiet):
-        if cfg.train.materialize:
-            train_blocks = train_blocks.materialize()
-        num_train = train_blocks.count()
+    eval_unit = objective.eval_unit or objective.unit
+    key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit)
+    entry = prepared.find(root, key)
+    if entry is None:
+        splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),
+                  "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, eval_unit)}
+        entry = prepared.write(root, key, objective.unit, cfg.train.seq_len, splits, cfg.data.shard_rows, quiet)
+    else:
+        progress.say(f"prepared data: found {entry.uri} ({entry.manifest.splits['train'].rows:,} training rows)",
+                     quiet)
+    progress.mark("data.prepared")
+    num_train = entry.manifest.splits["train"].rows
     if num_train == 0:
         corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
         raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(objective.unit, cfg.train.seq_len)}")
-    val_docs_units = pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)
-    val_blocks = pipeline.eval_blocks(val_docs_units, objective, cfg.eval)
-    num_val = val_blocks.count()
+    if num_train < cfg.scaling.num_workers:
+        raise RunError(f"the training split holds {num_train} {objective.unit} rows, fewer than the "
+                       f"{cfg.scaling.num_workers} workers; add text or lower train.seq_len")
+    num_val = min(entry.manifest.splits["val"].rows, cfg.eval.max_blocks)
     if num_val < cfg.scaling.num_workers:
         raise RunError(f"the validation split holds {num_val} {objective.unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
+    val_blocks = pipeline.eval_blocks(entry.read("val"), objective, cfg.eval)
     probe = load_probe(cfg, val_docs, tok)
-    return RunData(tok, objective, train_blocks, val_blocks, num_train, num_val, probe)
+    return RunData(tok, objective, entry, val_blocks, num_train, num_val, probe)
 
 
 def too_small(unit: str, seq_len: int) -> str:
@@ -188,13 +202,11 @@ def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
     # A restart is a new Train run inside the run directory: Train would otherwise resume the
     # run's own latest checkpoint rather than the one PBT chose.
     storage, name = (run_dir, f"restart_{hooks.restart}") if hooks.restart else (run_dir.parent, run_dir.name)
-    blocks_per_step = t.batch_size * t.grad_accum * s.num_workers
-    n_epochs = pipeline.epochs_needed(data.num_train_blocks, blocks_per_step, t.max_steps, s.num_workers, t.batch_size)
-    train_ds = pipeline.epochs(data.train_blocks, data.objective, t.seed, 0, n_epochs)
     plan = WorkerPlan(config=cfg.to_dict(), vocab=data.objective.vocab, probe=data.probe,
-                      blocks_per_step=blocks_per_step, train_blocks=data.num_train_blocks, run_dir=str(run_dir),
+                      blocks_per_step=t.batch_size * t.grad_accum * s.num_workers,
+                      train=data.entry.stream(cfg.data, t.seed), run_dir=str(run_dir),
                       start_from=hooks.start_from, plugins=objectives.plugins(), hooks=tuple(hooks.worker))
-    datasets = {"train": train_ds, "val": data.val_blocks}
+    datasets = {"val": data.val_blocks}  # each worker reads its training rows itself, from plan.train
     if s.in_process:
         return fit_in_process(plan, datasets, storage / name, cfg, hooks)
     trainer = TorchTrainer(

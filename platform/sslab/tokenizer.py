@@ -159,18 +159,45 @@ def prepare_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], run_dir: Path,
     return tok
 
 
-def corpus_tokenizer(cfg: Config, train_docs, out_dir: Path, quiet: bool = True) -> PreTrainedTokenizerFast:
+def corpus_tokenizer(cfg: Config, train_docs, out_dir: Path, quiet: bool = True,
+                     cached: Path | None = None) -> PreTrainedTokenizerFast:
     """The tokenizer of a run (or of every trial of a search) on the corpus whose training split
     is the Ray Dataset ``train_docs``: :func:`prepare_tokenizer` into ``out_dir``, trained on
-    ``tokenizer.sample_docs`` of its documents when it has to be, with progress unless ``quiet``."""
+    ``tokenizer.sample_docs`` of its documents when it has to be, with progress unless ``quiet``.
+
+    ``cached``: where the tokenizer trained for this corpus and these settings is kept (the data
+    cache's, :func:`sslab.prepared.tokenizer_dir`): loaded from there when it is complete, saved
+    there once trained, so that the corpus is sampled once per cache, not once per run."""
     if source_dir(cfg.tokenizer, out_dir, cfg.model.init_from):  # nothing to train: the corpus is not sampled
         return prepare_tokenizer(cfg.tokenizer, iter(()), out_dir, cfg.model.max_positions,
                                  fallback_path=cfg.model.init_from)
+    if cached is not None and (cached / COMPLETE).is_file():
+        tok = load_tokenizer(cached)
+        tok.save_pretrained(str(out_dir / "tokenizer"))
+        return tok
     with progress.stage(f"tokenizer sample: {cfg.tokenizer.sample_docs:,} documents drawn from the whole corpus", quiet):
         sample = sample_texts(train_docs, cfg.tokenizer.sample_docs, cfg.train.seed)
     with progress.stage("tokenizer", quiet):
-        return prepare_tokenizer(cfg.tokenizer, sample, out_dir, cfg.model.max_positions,
-                                 fallback_path=cfg.model.init_from)
+        tok = prepare_tokenizer(cfg.tokenizer, sample, out_dir, cfg.model.max_positions,
+                                fallback_path=cfg.model.init_from)
+    if cached is not None:
+        keep(tok, cached)
+    return tok
+
+
+COMPLETE = "COMPLETE"
+"""Written last into a cached tokenizer's directory: without it the directory is a save cut short."""
+
+
+def keep(tok: PreTrainedTokenizerFast, cached: Path) -> None:
+    """Save ``tok`` into the cache directory ``cached``, the completion mark last. Two runs that
+    save at once write the same files (training is deterministic)."""
+    try:
+        cached.mkdir(parents=True, exist_ok=True)
+        tok.save_pretrained(str(cached))
+        (cached / COMPLETE).write_text("")
+    except OSError as e:  # the run has its own copy: a cache that cannot keep it only costs time
+        log.warning("could not keep the tokenizer in the cache at %s (%s); later runs will train it again", cached, e)
 
 
 def sample_texts(docs, n: int, seed: int) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import itertools
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from sslab.progress import Progress, mark
 from sslab.tracking import Tracker
 
 if TYPE_CHECKING:
+    from sslab.stream import Stream
     from sslab.tokenizer import Vocab
 
 
@@ -72,8 +72,8 @@ class WorkerPlan:
     """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
     blocks_per_step: int
     """Blocks all workers train on per optimizer step."""
-    train_blocks: int
-    """Blocks in one epoch of the training split."""
+    train: Stream
+    """The prepared training split and the order each worker reads its rows in."""
     run_dir: str
     start_from: str | None = None
     """Checkpoint directory to load weights, optimizer and step from (PBT's exploit)."""
@@ -108,14 +108,19 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 @contextlib.contextmanager
-def micro_batches(shard, cfg, skip: int, acc: Accelerator):
-    """Torch batches from this worker's shard, skipping those consumed before a resume. The
-    stream stops on exit, the run's end or its failure: a run trained in process must not leave
-    Ray Data's executor running in its caller."""
-    source = iter(pipeline.torch_batches(shard, cfg.train.batch_size, cfg.train.prefetch_batches, acc.device,
-                                         pin_memory=acc.pin_memory))
+def micro_batches(w: Worker):
+    """Torch batches of this worker's training rows, from its position in its stream on (a
+    resumed run starts there without reading what it trained on before: :mod:`sslab.stream`).
+    The stream stops on exit, the run's end or its failure: a run trained in process must not
+    leave Ray Data's executor running in its caller."""
+    t, ctx = w.cfg.train, ray.train.get_context()
+    rows_per_step = t.batch_size * t.grad_accum
+    rows = w.plan.train.dataset(w.objective, ctx.get_world_rank(), ctx.get_world_size(),
+                                start=w.counters.step * rows_per_step, stop=t.max_steps * rows_per_step)
+    source = iter(pipeline.torch_batches(rows, t.batch_size, t.prefetch_batches, w.accelerator.device,
+                                         pin_memory=w.accelerator.pin_memory))
     try:
-        yield itertools.islice(source, skip, None)
+        yield source
     finally:
         source.close()
 
@@ -246,8 +251,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     first = counters.step + 1
     rank = ray.train.get_context().get_world_rank()
     w.model.train()
-    with contextlib.closing(w.tracker), micro_batches(ray.train.get_dataset_shard("train"), cfg,
-                                                      counters.step * cfg.train.grad_accum, w.accelerator) as batches:
+    with contextlib.closing(w.tracker), micro_batches(w) as batches:
         while counters.step < cfg.train.max_steps:
             for hook in w.plan.hooks:
                 hook.before_step(counters.step, w.resumed)
@@ -283,7 +287,7 @@ def step_metrics(w: Worker, done: StepResult) -> dict:
     metrics = {"step": c.step, "wall_time": time.time(), "loss": done.loss, "lr": w.scheduler.get_last_lr()[0],
                "grad_norm": done.grad_norm,
                "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s, "data_wait": w.progress.data_wait,
-               "epoch": c.step * w.plan.blocks_per_step / w.plan.train_blocks,
+               "epoch": c.step * w.plan.blocks_per_step / w.plan.train.rows,
                "nonfinite_steps": c.nonfinite_total}
     if w.accelerator.peak_flops:
         flops_per_token = w.flops_per_token * done.model_tokens / done.tokens  # per token trained

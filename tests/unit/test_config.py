@@ -44,12 +44,12 @@ def test_defaults_build_a_valid_config_with_the_mlm_objective():
 
 def test_overrides_are_read_by_the_type_of_the_field_they_set():
     cfg = config.build(config.parse_overrides([
-        "train.lr=1e-3", "train.max_steps=20", "train.materialize=false", "corpus.label_field=null",
+        "train.lr=1e-3", "train.max_steps=20", "data.shuffle=none", "corpus.label_field=null",
         "train.betas=[0.9, 0.95]", "run.out=runs/x", "model.dropout=.5", "eval.mask_ratio=2E-1",
         "corpus.text_field=yes", "corpus.source=001"]))
     assert cfg.train.lr == 0.001 and type(cfg.train.lr) is float
     assert cfg.train.max_steps == 20 and type(cfg.train.max_steps) is int
-    assert cfg.train.materialize is False and cfg.corpus.label_field is None
+    assert cfg.data.shuffle == "none" and cfg.corpus.label_field is None
     assert cfg.train.betas == (0.9, 0.95) and cfg.run.out == "runs/x"
     assert cfg.model.dropout == 0.5 and cfg.eval.mask_ratio == 0.2
     # Text fields keep the text as typed, even when it reads as a bool or a number.
@@ -57,9 +57,9 @@ def test_overrides_are_read_by_the_type_of_the_field_they_set():
 
 
 def test_overrides_build_typed_values():
-    cfg = config.load(overrides=["train.lr=1e-3", "train.materialize=false", "scaling.use_gpu=null",
+    cfg = config.load(overrides=["train.lr=1e-3", "data.shuffle=none", "scaling.use_gpu=null",
                                  "train.betas=[0.8, 0.9]", "train.grad_clip=2"])
-    assert cfg.train.lr == 0.001 and cfg.train.materialize is False and cfg.scaling.use_gpu is None
+    assert cfg.train.lr == 0.001 and cfg.data.shuffle == "none" and cfg.scaling.use_gpu is None
     assert cfg.train.betas == (0.8, 0.9)
     assert cfg.train.grad_clip == 2.0 and type(cfg.train.grad_clip) is float  # an int where a float goes
 
@@ -128,7 +128,7 @@ def test_an_unknown_key_is_an_error_naming_it(override, key):
     ("train.batch_size=1.5", "train.batch_size"),
     ("train.batch_size=true", "train.batch_size"),  # a bool is not an integer
     ("train.lr=fast", "train.lr"),
-    ("train.materialize=1", "train.materialize"),
+    ("data.shuffle=random", "data.shuffle"),
     ("scaling.use_gpu=maybe", "scaling.use_gpu"),
     ("train.betas=[0.9]", "train.betas"),
     ("train.betas=0.9", "train.betas"),

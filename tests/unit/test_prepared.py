@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow.fs as pafs
 import pytest
 
 from sslab import corpus, prepared
@@ -64,19 +65,31 @@ def manifest(key="k1") -> prepared.Manifest:
         "val": prepared.Split(rows=2, tokens=128, shards=(prepared.Shard("val/0.parquet", 2),))})
 
 
+LOCAL = pafs.LocalFileSystem()
+
+
 def test_a_manifest_reads_back_as_written(tmp_path):
-    prepared.write_manifest(tmp_path, manifest())
-    assert prepared.read_manifest(tmp_path, "k1") == manifest()
+    prepared.write_manifest(LOCAL, str(tmp_path), manifest())
+    assert prepared.read_manifest(LOCAL, str(tmp_path), "k1") == manifest()
     assert [p.name for p in tmp_path.iterdir()] == [prepared.MANIFEST]  # no temporary file left
 
 
-def test_an_entry_without_its_manifest_does_not_exist_and_a_failed_write_leaves_none(tmp_path, monkeypatch):
-    assert prepared.read_manifest(tmp_path, "k1") is None
-    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+class FullDisk(pafs.PyFileSystem):
+    """The local filesystem, except that the manifest's final move fails."""
+
+    def __init__(self):
+        super().__init__(pafs.FSSpecHandler(__import__("fsspec").filesystem("file")))
+
+    def move(self, src, dest):
+        raise OSError("disk full")
+
+
+def test_an_entry_without_its_manifest_does_not_exist_and_a_failed_write_leaves_none(tmp_path):
+    assert prepared.read_manifest(LOCAL, str(tmp_path), "k1") is None
     with pytest.raises(OSError, match="disk full"):
-        prepared.write_manifest(tmp_path, manifest())
+        prepared.write_manifest(FullDisk(), str(tmp_path), manifest())
     assert list(tmp_path.iterdir()) == []
-    assert prepared.read_manifest(tmp_path, "k1") is None
+    assert prepared.read_manifest(LOCAL, str(tmp_path), "k1") is None
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -87,5 +100,5 @@ def test_an_entry_without_its_manifest_does_not_exist_and_a_failed_write_leaves_
 def test_a_manifest_of_another_format_or_entry_is_refused_with_what_to_do(tmp_path, damage, message):
     (tmp_path / prepared.MANIFEST).write_text(json.dumps(damage(manifest().to_dict())))
     with pytest.raises(RunError, match=message) as e:
-        prepared.read_manifest(tmp_path, "k1")
+        prepared.read_manifest(LOCAL, str(tmp_path), "k1")
     assert "prepare the corpus again" in str(e.value)

@@ -1,0 +1,133 @@
+"""Training rows streamed from prepared shards: a seeded order, new each epoch, each worker its own
+rows, and a start at any position without reading what comes before it.
+
+An epoch's order (:meth:`Stream.windows`) is a permutation of the shards (``data.shuffle=global``)
+cut into windows of at least ``data.shuffle_window`` rows, each window's rows permuted in turn
+(MosaicML Streaming's shard-and-block shuffle, `py1b`); ``window`` keeps the shards in corpus
+order and mixes only within a window; ``none`` reads the corpus as it is. Both permutations are
+drawn from (seed, epoch, window), so they are the same in every run and on every resume.
+
+Row ``p`` of an epoch's order goes to worker ``p % world``; the last ``N % world`` positions sit
+out that epoch (a different set each epoch), so each worker trains on ``N // world`` rows per
+epoch. A worker's stream is therefore a pure function of its position in it: a resume at step
+``s`` starts at row ``s * batch_size * grad_accum`` of its own stream, which names an epoch, a
+window and a row within it. The windows before it are never read, so the restart costs the
+same at step 10 and at step 10,000 (DESIGN.md: "Resume in O(1)").
+
+Each window is read, permuted, filtered to the worker's rows and corrupted in one Ray Data task,
+in chunks of :data:`CHUNK` rows whose boundaries do not depend on where the stream started: an
+objective that looks across a batch (NSP pairs a row with another row's segment) draws the same
+corruption on a resume as in the uninterrupted run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+
+from sslab import pipeline
+from sslab.objectives.base import Objective
+from sslab.prepared import Shard, filesystem
+
+CHUNK = pipeline.CORRUPT_BATCH
+"""Rows corrupted per call; a resumed stream cuts its chunks where the uninterrupted one did."""
+ORDER_STREAM = 0x5EED_0DE5
+"""Keeps the order's random stream apart from any other drawn from the same seed."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Consecutive rows of an epoch's order: the rows of ``shards``, permuted."""
+
+    index: int
+    shards: tuple[int, ...]
+    start: int
+    """Position of its first row in the epoch's order."""
+    rows: int
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The training split of a prepared entry and the order to read it in (typed, picklable:
+    it travels to the workers in their plan)."""
+
+    root: str
+    """The entry's directory or URI; shard paths are relative to it."""
+    shards: tuple[Shard, ...]
+    shuffle: str
+    window: int
+    seed: int
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def rows_per_worker(self, world: int) -> int:
+        """Rows each of ``world`` workers trains on per epoch."""
+        return self.rows // world
+
+    def windows(self, epoch: int) -> list[Window]:
+        """Epoch ``epoch``'s order, as windows."""
+        rng = np.random.default_rng([self.seed, epoch, ORDER_STREAM])
+        order = rng.permutation(len(self.shards)) if self.shuffle == "global" else np.arange(len(self.shards))
+        out, group, rows, start = [], [], 0, 0
+        limit = 1 if self.shuffle == "none" else self.window
+        for i in order.tolist():
+            group.append(i)
+            rows += self.shards[i].rows
+            if rows >= limit:
+                out.append(Window(len(out), tuple(group), start, rows))
+                start, group, rows = start + rows, [], 0
+        if group:
+            out.append(Window(len(out), tuple(group), start, rows))
+        return out
+
+    def row_order(self, epoch: int, window: Window) -> np.ndarray:
+        """The order of ``window``'s rows (indices into its shards' rows, read in order)."""
+        if self.shuffle == "none":
+            return np.arange(window.rows)
+        return np.random.default_rng([self.seed, epoch, ORDER_STREAM, window.index + 1]).permutation(window.rows)
+
+    def dataset(self, objective: Objective, rank: int, world: int, start: int, stop: int) -> ray.data.Dataset:
+        """Rows ``start``..``stop - 1`` of worker ``rank``'s stream (counted across epochs), read
+        from the shards and corrupted by ``objective``, as a Ray Dataset."""
+        per_worker = self.rows_per_worker(world)
+        if per_worker == 0:
+            raise ValueError(f"{self.rows} training rows cannot feed {world} workers")
+        tasks = []
+        for epoch in range(start // per_worker, -(-stop // per_worker)):
+            # Positions of this worker's rows in the epoch's order, from the start (or the resume point).
+            first = (start - epoch * per_worker) * world + rank if epoch == start // per_worker else rank
+            for w in self.windows(epoch):
+                if w.start + w.rows <= first:
+                    continue  # before the resume point: never read
+                tasks.append({"epoch": epoch, "index": w.index, "start": w.start, "first": first,
+                              "files": [self.shards[i].path for i in w.shards]})
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        items = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        return items.map_batches(
+            read_window, batch_size=1, batch_format="pyarrow",
+            fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world, limit=per_worker * world))
+
+
+def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int, world: int, limit: int):
+    """One window's rows for worker ``rank``: read, permuted, kept from the task's ``first``
+    position, corrupted (a Ray Data task; yields batches of at most :data:`CHUNK` rows)."""
+    t = task.to_pylist()[0]
+    fs, root = filesystem(stream.root)
+    table = pa.concat_tables([pq.read_table(f"{root}/{path}", filesystem=fs) for path in t["files"]])
+    window = Window(t["index"], (), t["start"], table.num_rows)
+    positions = window.start + np.arange(table.num_rows)
+    mine = (positions % world == rank) & (positions < limit)
+    rows = stream.row_order(t["epoch"], window)[mine]
+    kept_from = int(np.searchsorted(positions[mine], t["first"]))
+    for lo in range(kept_from - kept_from % CHUNK, len(rows), CHUNK):
+        chunk = pipeline.to_numpy(table.take(rows[lo:lo + CHUNK]))
+        out = pipeline.corrupt(chunk, objective, stream.seed, t["epoch"])
+        skip = max(0, kept_from - lo)
+        if skip < len(chunk["row_id"]):  # an empty batch would reach Ray as pickled objects
+            yield {k: v[skip:] for k, v in out.items()} if skip else out
