@@ -1,11 +1,12 @@
 """Data pipeline: tokens per second per CPU core delivered to a training worker.
 
 (a) From raw text: Ray Data reads plain-text files, cleans and splits them, tokenises, packs and
-    masks (sslab's own chain, as `sslab pretrain` builds it), and the consumer iterates torch
-    batches as a training worker does. Against: HF tokenizers' bare `encode_batch_fast` of the same
+    writes the prepared shards, which are then streamed and masked (sslab's own chain, as a first
+    `sslab pretrain` on a corpus runs it), and the consumer iterates torch batches as a training
+    worker does. Against: HF tokenizers' bare `encode_batch_fast` of the same
     documents, already in memory. Goal: at least 0.40 of the bare tokenizer's speed.
-(b) From the cached tokenised dataset (packed blocks materialised in the object store, as every
-    epoch after the first reads them): masking only. Against: transformers'
+(b) From the prepared shards (packed blocks in Parquet, as every run after the first and every
+    epoch reads them, in the default shuffled order): masking only. Against: transformers'
     `DataCollatorForLanguageModeling` (15 % masking, 80/10/10) on the same blocks, in batches of
     the same size, configured as its users configure it: as in transformers'
     examples/pytorch/language-modeling/run_mlm.py, the rows are those of a `datasets` table
@@ -25,6 +26,7 @@ run on one thread (RAYON_NUM_THREADS=1, torch.set_num_threads(1)).
 from __future__ import annotations
 
 import os
+import statistics
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # before tokenizers starts its thread pool
 
@@ -75,8 +77,8 @@ def main() -> None:
 
     from transformers import DataCollatorForLanguageModeling
 
-    from sslab import corpus, pipeline
-    from sslab.config import build
+    from sslab import corpus, pipeline, prepared
+    from sslab.config import DataConfig, build
     from sslab.objectives import get
     from sslab.tokenizer import train_tokenizer, vocab_of
     from sslab.config import TokenizerConfig
@@ -108,10 +110,23 @@ def main() -> None:
                     tokens += batch["input_ids"].numel()
             return tokens / t.seconds / data_cpus
 
-        def raw() -> float:
+        def stream(entry, epochs: int, shuffle: str = "global"):
+            """A training worker's stream of ``epochs`` epochs of a prepared entry (one worker)."""
+            rows = entry.manifest.splits["train"].rows
+            return entry.stream(DataConfig(shuffle=shuffle), cfg.train.seed).dataset(objective, 0, 1, 0, epochs * rows)
+
+        writes = iter(range(1_000_000))
+
+        def raw() -> float:  # what a first run does: prepare (tokenise, pack, write shards), then one epoch
             train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
             blocks = pipeline.tokenize(train, tok_json, cfg, vocab)
-            return delivered(pipeline.epochs(blocks, objective, cfg.train.seed, 0, 1))
+            tokens = 0
+            with Timer() as t:
+                entry = prepared.write(f"{tmp}/cache", f"raw{next(writes)}", "packed", size["seq_len"],
+                                       {"train": blocks}, cfg.data.shard_rows)
+                for batch in pipeline.torch_batches(stream(entry, 1), size["batch_size"], 2, torch.device("cpu")):
+                    tokens += batch["input_ids"].numel()
+            return tokens / t.seconds / data_cpus
 
         def bare_tokenizer() -> float:
             tokens = 0
@@ -130,13 +145,18 @@ def main() -> None:
                      raw, bare_tokenizer, 0.40)
 
         train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
-        cached = pipeline.tokenize(train, tok_json, cfg, vocab).materialize()
-        ids = np.concatenate([b["input_ids"] for b in cached.iter_batches(batch_format="numpy", batch_size=4096)])
+        cached = prepared.write(f"{tmp}/cache", "cached", "packed", size["seq_len"],
+                                {"train": pipeline.tokenize(train, tok_json, cfg, vocab)}, cfg.data.shard_rows)
+        ids = np.concatenate([b["input_ids"] for b in cached.read("train").iter_batches(batch_format="numpy",
+                                                                                       batch_size=4096)])
         collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, return_tensors="pt")
         rows = collator_rows(tok, ids)
 
-        def masking_only() -> float:  # several epochs in one pass, as a training run reads them
-            return delivered(pipeline.epochs(cached, objective, cfg.train.seed, 0, size["epochs"]))
+        def masking_only() -> float:  # several epochs of prepared shards in one pass, as a training run reads them
+            return delivered(stream(cached, size["epochs"]))
+
+        def in_corpus_order() -> float:
+            return delivered(stream(cached, size["epochs"], shuffle="none"))
 
         def hf_collator() -> float:
             bs, tokens = size["batch_size"], 0
@@ -151,6 +171,11 @@ def main() -> None:
                           "special_tokens_mask its tokenizer returned, computed once, untimed), collated and masked "
                           "on one thread; "
                           "sslab side: the cached blocks masked in Ray Data and delivered as torch batches, per data CPU")
+        say("the shuffle's cost: data.shuffle=global against none")
+        got = interleaved({"global": masking_only, "none": in_corpus_order}, args.reps, warmup=True)
+        result.notes.append(f"the shuffle's cost: prepared shards to masked batches at {statistics.median(got['global']):,.0f} "
+                            f"tokens/s/core with data.shuffle=global, {statistics.median(got['none']):,.0f} in corpus "
+                            f"order (none): {statistics.median(got['global']) / statistics.median(got['none']):.3f}x")
         result.params["tokens_per_pass"] = int(ids.size)
         ray.shutdown()
     result.wall_s = wall.seconds

@@ -81,6 +81,42 @@ def print_summary(summary: dict) -> None:
     print(f"  model   {summary['model_dir']}")
 
 
+PREPARE_EXAMPLES = """examples:
+  sslab prepare --corpus data/books/                               (MLM rows of train.seq_len=128, the default)
+  sslab prepare --corpus 's3://bucket/corpus/*.jsonl' --objective clm train.seq_len=512 data.cache_dir=s3://bucket/cache
+  sslab prepare --config my_run.yaml                               (what `sslab pretrain --config my_run.yaml` reads)
+  Every later pretrain, and every trial of a search, with the same corpus, tokenizer, objective
+  unit and train.seq_len finds the prepared rows by itself.
+"""
+
+
+def add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="tokenize and pack a corpus once into the data cache", epilog=PREPARE_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train (or load) the tokenizer, then tokenize and pack the corpus into the "
+                                   "objective's rows, on the Ray cluster, as Parquet shards in data.cache_dir.")
+    p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
+    p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
+    p.add_argument("--objective", help="the objective whose rows to prepare (its unit: packed blocks, pairs, ...)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.seq_len=512")
+
+
+def cmd_prepare(args) -> int:
+    from sslab.runner import as_config, prepare
+
+    overrides = [f"{FLAGS[f]}={getattr(args, f)}" for f in ("corpus", "objective") if getattr(args, f) is not None]
+    cfg = as_config(args.config, overrides + (["run.quiet=true"] if args.quiet else []) + list(args.overrides))
+    result = prepare(cfg)
+    print(f"\n[sslab] prepared data {'found' if result.hit else 'written'} in {result.wall_s:.0f}s")
+    for name, split in result.splits.items():
+        print(f"  {name:<6} {split['rows']:>12,} rows  {split['tokens']:>14,} tokens  {split['shards']:>6,} shards")
+    print(f"  entry  {result.entry}")
+    if result.tokenizer:
+        print(f"  tokenizer {result.tokenizer}")
+    return 0
+
+
 def add_tune(sub) -> None:
     p = sub.add_parser("tune", help="search hyperparameters with Ray Tune", epilog=TUNE_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -266,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="run `sslab COMMAND --help` for a command's options and examples")
     sub = parser.add_subparsers(dest="command", required=True)
     add_pretrain(sub)
+    add_prepare(sub)
     add_tune(sub)
     add_eval(sub)
     add_report(sub)
@@ -278,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
-    handler = {"pretrain": cmd_pretrain, "tune": cmd_tune, "eval": cmd_eval, "report": cmd_report,
+    handler = {"pretrain": cmd_pretrain, "prepare": cmd_prepare, "tune": cmd_tune, "eval": cmd_eval, "report": cmd_report,
                "objectives": cmd_objectives, "spaces": cmd_spaces, "presets": cmd_presets}[args.command]
     try:
         return handler(args)

@@ -1,9 +1,10 @@
-"""The data path after reading: tokenise, pack, (materialise), corrupt per epoch.
+"""The data path after reading: tokenise and pack into an objective's rows, corrupt them.
 
-Tokenising and packing run once; when ``train.materialize`` is on their output stays in the
-object store. The objective's corruption runs after that point, in Ray Data workers, once per
-epoch, seeded by (seed, epoch, row id) through :class:`~sslab.rng.RowRandom`: a
-new mask each epoch, the same one on a resume, and none shared between rows or workers.
+Tokenising and packing run once per corpus, in ``sslab prepare`` (or a run's first preparation),
+whose rows land in the data cache (:mod:`sslab.prepared`). The objective's corruption runs as
+training reads them (:mod:`sslab.stream`), in Ray Data workers, once per epoch, seeded by
+(seed, epoch, row id) through :class:`~sslab.rng.RowRandom`: a new mask each epoch, the same
+one on a resume, and none shared between rows or workers.
 """
 from __future__ import annotations
 
@@ -188,29 +189,11 @@ def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
     return BlockAccessor.for_block(table).to_numpy()
 
 
-def epochs(blocks: ray.data.Dataset, objective: Objective, seed: int, first: int, last: int) -> ray.data.Dataset:
-    """Epochs ``first``..``last - 1`` of training data, one after another, each freshly corrupted.
-
-    One dataset that holds every epoch lets Ray Train split it once and each worker read it in
-    one pass; the epoch number reaches the corruption through ``fn_kwargs``.
-    """
-    parts = [blocks.map_batches(corrupt, fn_kwargs=dict(objective=objective, seed=seed, epoch=e),
-                                batch_size=CORRUPT_BATCH, batch_format="numpy")
-             for e in range(first, last)]
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-
-
 def eval_blocks(blocks: ray.data.Dataset, objective: Objective, protocol: EvalConfig) -> ray.data.Dataset:
     """Validation blocks corrupted once by the fixed protocol, the same in every run, and kept."""
     return blocks.limit(protocol.max_blocks).map_batches(
         corrupt, fn_kwargs=dict(objective=objective, seed=protocol.seed, epoch=0, protocol=protocol),
         batch_size=CORRUPT_BATCH, batch_format="numpy").materialize()
-
-
-def epochs_needed(num_blocks: int, blocks_per_step: int, steps: int, world_size: int, batch_size: int) -> int:
-    """Epochs of ``num_blocks`` that cover ``steps`` steps, with room for the equal split's trim."""
-    needed = steps * blocks_per_step + world_size * batch_size
-    return max(1, math.ceil(needed / num_blocks))
 
 
 class TorchBatch(NumpyBatchCollateFn):

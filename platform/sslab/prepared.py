@@ -219,7 +219,9 @@ def write(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.da
         where = f"{entry}/{attempt}/{name}"
         with progress.stage(f"prepare: writing the {name} split as {unit} rows to {root}/data/{key}", quiet):
             try:
-                ds.write_parquet(where, filesystem=fs, min_rows_per_file=shard_rows, filename_provider=ShardNames())
+                # Shards of exactly shard_rows (the last one fewer): the unit the global shuffle reorders.
+                ds.repartition(target_num_rows_per_block=shard_rows, strict=True).write_parquet(
+                    where, filesystem=fs, min_rows_per_file=shard_rows, filename_provider=ShardNames())
             except Exception as e:
                 cause = _os_error(e)
                 if cause is None:

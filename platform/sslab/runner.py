@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     started = time.time()
     progress.mark("run.start")
     corpus.check(cfg.corpus)
+    prepared.check_writable(prepared.cache_root(cfg.data))
     tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
@@ -128,10 +130,63 @@ def as_config(config, overrides) -> Config:
     return load(config, overrides)
 
 
-def prepare_data(cfg: Config, run_dir: Path) -> RunData:
-    """The run's tokenizer, objective and prepared corpus: found in the data cache when this
-    corpus, tokenizer and row shape were prepared before (no tokenisation at all), else
-    tokenised, packed and written there once (:mod:`sslab.prepared`)."""
+@dataclass
+class PreparedCorpus:
+    """A corpus ready to train on: its tokenizer, the objective over that vocabulary, and the
+    prepared rows in the data cache (the documents stay lazy: read only for the probe set)."""
+
+    tokenizer: object
+    objective: object
+    entry: prepared.Entry
+    hit: bool
+    """The entry was in the cache already: nothing was tokenised."""
+    docs: object
+    val_docs: object
+
+
+@dataclass
+class PrepareResult:
+    """What ``sslab prepare`` leaves: the cache entry and its counts, from its manifest."""
+
+    entry: str
+    key: str
+    hit: bool
+    splits: dict
+    """Per split: ``rows``, ``tokens`` and ``shards``."""
+    tokenizer: str | None
+    """The cached tokenizer's directory (None when the config names its own)."""
+    wall_s: float
+
+
+def prepare(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> PrepareResult:
+    """Tokenise and pack a corpus into the objective's rows once, in the data cache, where every
+    later ``pretrain`` and every trial of ``tune`` with the same corpus, tokenizer, unit and
+    ``train.seq_len`` finds it; a second call finds it too and does nothing. Returns the entry."""
+    cfg = as_config(config, overrides)
+    started = time.time()
+    corpus.check(cfg.corpus)
+    root = prepared.cache_root(cfg.data)
+    prepared.check_writable(root)
+    with progress.quiet_libraries(cfg.run.quiet), tempfile.TemporaryDirectory() as scratch:
+        cluster.init_ray(cfg)
+        try:
+            c = prepare_corpus(cfg, Path(scratch))
+        except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+            raise (find_sslab_error(e) or e) from None
+    splits = {name: {"rows": s.rows, "tokens": s.tokens, "shards": len(s.shards)}
+              for name, s in c.entry.manifest.splits.items()}
+    tok_key = prepared.tokenizer_key(corpus.fingerprint(cfg.corpus), cfg.tokenizer, cfg.model.max_positions,
+                                     cfg.train.seed)
+    cached = prepared.tokenizer_dir(root, tok_key)
+    trained = cached is not None and not (cfg.tokenizer.path or cfg.model.init_from)
+    return PrepareResult(entry=c.entry.uri, key=c.entry.manifest.key, hit=c.hit, splits=splits,
+                         tokenizer=str(cached) if trained else None, wall_s=round(time.time() - started, 2))
+
+
+def prepare_corpus(cfg: Config, run_dir: Path) -> PreparedCorpus:
+    """The tokenizer (saved into ``run_dir``), the objective and the prepared rows: found in the
+    data cache when this corpus, tokenizer and row shape were prepared before, else tokenised,
+    packed and written there once (:mod:`sslab.prepared`)."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same rows in the same order on every rerun
     quiet = cfg.run.quiet
@@ -152,31 +207,38 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
-    eval_unit = objective.eval_unit or objective.unit
     key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit)
     entry = prepared.find(root, key)
-    if entry is None:
+    hit = entry is not None
+    if not hit:
         splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),
-                  "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, eval_unit)}
+                  "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)}
         entry = prepared.write(root, key, objective.unit, cfg.train.seq_len, splits, cfg.data.shard_rows, quiet)
     else:
-        progress.say(f"prepared data: found {entry.uri} ({entry.manifest.splits['train'].rows:,} training rows)",
-                     quiet)
+        progress.say(f"prepared data: found {entry.uri} ({entry.manifest.splits['train'].rows:,} training rows of "
+                     f"{objective.unit}); nothing to tokenise", quiet)
     progress.mark("data.prepared")
-    num_train = entry.manifest.splits["train"].rows
+    return PreparedCorpus(tok, objective, entry, hit, docs=docs, val_docs=val_docs)
+
+
+def prepare_data(cfg: Config, run_dir: Path) -> RunData:
+    """The run's prepared corpus (:func:`prepare_corpus`), its evaluation set and probe set."""
+    c = prepare_corpus(cfg, run_dir)
+    unit, splits = c.objective.unit, c.entry.manifest.splits
+    num_train = splits["train"].rows
     if num_train == 0:
-        corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
-        raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(objective.unit, cfg.train.seq_len)}")
+        corpus.count_documents(c.docs, cfg.corpus.source)  # raises when the corpus itself is empty
+        raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(unit, cfg.train.seq_len)}")
     if num_train < cfg.scaling.num_workers:
-        raise RunError(f"the training split holds {num_train} {objective.unit} rows, fewer than the "
+        raise RunError(f"the training split holds {num_train} {unit} rows, fewer than the "
                        f"{cfg.scaling.num_workers} workers; add text or lower train.seq_len")
-    num_val = min(entry.manifest.splits["val"].rows, cfg.eval.max_blocks)
+    num_val = min(splits["val"].rows, cfg.eval.max_blocks)
     if num_val < cfg.scaling.num_workers:
-        raise RunError(f"the validation split holds {num_val} {objective.unit} rows for evaluation, fewer than the "
+        raise RunError(f"the validation split holds {num_val} {unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
-    val_blocks = pipeline.eval_blocks(entry.read("val"), objective, cfg.eval)
-    probe = load_probe(cfg, val_docs, tok)
-    return RunData(tok, objective, entry, val_blocks, num_train, num_val, probe)
+    val_blocks = pipeline.eval_blocks(c.entry.read("val"), c.objective, cfg.eval)
+    probe = load_probe(cfg, c.val_docs, c.tokenizer)
+    return RunData(c.tokenizer, c.objective, c.entry, val_blocks, num_train, num_val, probe)
 
 
 def too_small(unit: str, seq_len: int) -> str:

@@ -24,9 +24,8 @@ from pathlib import Path
 import ray
 import yaml
 
-from sslab import capacity, cluster, corpus
+from sslab import capacity, cluster, corpus, prepared, progress, runner
 from sslab import config as config_mod
-from sslab import tokenizer as tokenizers_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
 from sslab.progress import mark
@@ -64,11 +63,12 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     extra = [f"{k.replace('__', '.')}={v}" for k, v in fields.items()]
     spec = load_spec(spec, list(overrides or []) + extra)
     check_corpora(spec)
+    prepared.check_writable(prepared.cache_root(spec.base_config().data))
     check_machine(spec)
     search_dir = prepare_dir(spec, out, resume)
     init_ray(spec)
     concurrent = concurrency(spec)
-    base = config_mod.merge(with_shared_tokenizer(spec, search_dir), {"scaling": spec.scaling()})
+    base = config_mod.merge(prepared_once(spec, search_dir), {"scaling": spec.scaling()})
     setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
                        metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins(),
                        downstream=spec.downstream)
@@ -172,23 +172,32 @@ def concurrency(spec: SearchSpec) -> int:
     return min(fits, spec.max_concurrent_trials or fits)
 
 
-def with_shared_tokenizer(spec: SearchSpec, search_dir: Path) -> dict:
-    """The base config with ``tokenizer.path`` set to one tokenizer trained for the whole search.
+ROW_FIELDS = ("tokenizer.", "corpus.", "train.seq_len", "objective.name", "model.max_positions")
+"""Fields whose value changes a trial's prepared rows (or the tokenizer they are cut with)."""
 
-    Every trial would train the same one from the same sample (training is deterministic), so it
-    is trained once rather than once per trial. Searching a tokenizer or corpus field, or a base
-    that names a tokenizer, leaves every trial its own.
+
+def prepared_once(spec: SearchSpec, search_dir: Path) -> dict:
+    """The base config with ``tokenizer.path`` set to the one tokenizer of the whole search, after
+    preparing the corpus's rows once into the data cache, where every trial finds them.
+
+    Every trial would train the same tokenizer from the same sample (training is deterministic)
+    and cut the same rows, so both are done once, before the first trial, rather than once per
+    trial. Searching a field that changes the rows (``train.seq_len``, the tokenizer, the corpus)
+    leaves each trial to prepare its own value's rows (two trials that do so at once do not
+    collide: :mod:`sslab.prepared`); a base that names a tokenizer keeps it.
     """
     cfg = spec.base_config()
-    if cfg.tokenizer.path or any(d.field.startswith(("tokenizer.", "corpus.")) for d in spec.domains):
+    if any(d.field.startswith(ROW_FIELDS) for d in spec.domains):
         return spec.base
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = ctx.print_on_execution_start = False
     try:
-        train_docs, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
-        tokenizers_mod.corpus_tokenizer(cfg, train_docs, search_dir)
+        with progress.quiet_libraries(True):
+            runner.prepare_corpus(cfg, search_dir)
     except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
         raise (find_sslab_error(e) or e) from None
+    if cfg.tokenizer.path:
+        return spec.base
     return config_mod.merge(spec.base, {"tokenizer": {"path": str(search_dir / "tokenizer")}})
 
 

@@ -91,27 +91,37 @@ class Stream:
             return np.arange(window.rows)
         return np.random.default_rng([self.seed, epoch, ORDER_STREAM, window.index + 1]).permutation(window.rows)
 
-    def dataset(self, objective: Objective, rank: int, world: int, start: int, stop: int) -> ray.data.Dataset:
-        """Rows ``start``..``stop - 1`` of worker ``rank``'s stream (counted across epochs), read
-        from the shards and corrupted by ``objective``, as a Ray Dataset."""
+    def tasks(self, rank: int, world: int, start: int, stop: int) -> list[dict]:
+        """The windows that hold rows ``start``..``stop - 1`` of worker ``rank``'s stream (counted
+        across epochs), in order, each with the position its reading starts at: one read task each."""
         per_worker = self.rows_per_worker(world)
         if per_worker == 0:
             raise ValueError(f"{self.rows} training rows cannot feed {world} workers")
         tasks = []
         for epoch in range(start // per_worker, -(-stop // per_worker)):
-            # Positions of this worker's rows in the epoch's order, from the start (or the resume point).
+            # Where this worker's rows start in the epoch's order: at its first, or at the resume point.
             first = (start - epoch * per_worker) * world + rank if epoch == start // per_worker else rank
+            last = (stop - epoch * per_worker) * world  # past this worker's last row
             for w in self.windows(epoch):
                 if w.start + w.rows <= first:
                     continue  # before the resume point: never read
+                if w.start >= last:
+                    break
                 tasks.append({"epoch": epoch, "index": w.index, "start": w.start, "first": first,
                               "files": [self.shards[i].path for i in w.shards]})
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
+        return tasks
+
+    def dataset(self, objective: Objective, rank: int, world: int, start: int, stop: int) -> ray.data.Dataset:
+        """Rows ``start``..``stop - 1`` of worker ``rank``'s stream (counted across epochs), read
+        from the shards and corrupted by ``objective``, as a Ray Dataset. It may run past ``stop``
+        to the end of the window that holds it."""
+        tasks = self.tasks(rank, world, start, stop)
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         items = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         return items.map_batches(
             read_window, batch_size=1, batch_format="pyarrow",
-            fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world, limit=per_worker * world))
+            fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world,
+                           limit=self.rows_per_worker(world) * world))
 
 
 def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int, world: int, limit: int):

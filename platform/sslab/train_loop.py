@@ -115,6 +115,9 @@ def micro_batches(w: Worker):
     leave Ray Data's executor running in its caller."""
     t, ctx = w.cfg.train, ray.train.get_context()
     rows_per_step = t.batch_size * t.grad_accum
+    if w.counters.step >= t.max_steps:  # a rerun of a finished run: nothing to read
+        yield iter(())
+        return
     rows = w.plan.train.dataset(w.objective, ctx.get_world_rank(), ctx.get_world_size(),
                                 start=w.counters.step * rows_per_step, stop=t.max_steps * rows_per_step)
     source = iter(pipeline.torch_batches(rows, t.batch_size, t.prefetch_batches, w.accelerator.device,

@@ -98,6 +98,10 @@ TABLE = {
     "out is a file": Row(pretrain("--out", "{run}/metrics.jsonl"), "is not a writable directory (File exists)"),
     "out read-only": Row(pretrain("--out", "{readonly}"), "is not a writable directory (Permission denied)"),
     "out holds another run": Row(pretrain("--preset", "mini"), "different config (model.preset: 'tiny' -> 'mini')"),
+    # the data cache
+    "cache under a file": Row(pretrain("data.cache_dir={run}/config.yaml/cache"), "config.yaml/cache is not writable"),
+    "search cache under a file": Row(tune("mlm_masking", "--out", "{fresh}", "data.cache_dir={run}/config.yaml/cache"),
+                                     "config.yaml/cache is not writable"),
     # continued pretraining
     "tokenizer larger than init_from": Row(
         pretrain("--out", "{fresh}", "model.init_from={d}/small_model", "tokenizer.path={tok}"),

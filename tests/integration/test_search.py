@@ -60,8 +60,12 @@ def test_asha_stops_weak_trials_a_diverging_one_errors_and_resources_return(ray_
     result = sslab.tune(space(scheduler={"name": "asha", "grace_period": 10, "reduction_factor": 2},
                               max_concurrent_trials=1),
                         out=tmp_path / "s", overrides=TRIAL + [f"tokenizer.path={tokenizer_dir}",
-                                                               f"scaling.in_process={str(in_process).lower()}"])
+                                                               f"scaling.in_process={str(in_process).lower()}",
+                                                               f"data.cache_dir={tmp_path / 'cache'}"])
     table = result.table
+    # One tokenisation for the whole search, before its first trial: one entry, written once.
+    (entry,) = (tmp_path / "cache" / "data").iterdir()
+    assert len([p for p in entry.iterdir() if p.name.startswith("attempt-")]) == 1
     assert len(table) == 3 and table["trial_id"].is_unique
     assert list(table["status"]) == ["FINISHED", "STOPPED", "ERROR"], table
     assert table.loc[0, "train.lr"] == 3e-3 and table.loc[0, "step"] == 20

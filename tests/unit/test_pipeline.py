@@ -17,7 +17,7 @@ from sslab.objectives import available, get
 from sslab.rng import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 from sslab.objectives.span import Span, SpanConfig
-from sslab.pipeline import content_hash, corrupt, epochs_needed, pack
+from sslab.pipeline import content_hash, corrupt, pack
 
 CLS, SEP = 2, 3
 
@@ -122,22 +122,6 @@ def test_identical_blocks_share_their_row_id():
     table = pack([[7, 8, 9]] * 12, 6, CLS, SEP)  # each document plus [SEP] fills one body exactly
     assert table.num_rows == 12
     assert len(set(table.column("row_id").to_pylist())) == 1
-
-
-# ---------------------------------------------------------------- epochs
-
-
-@pytest.mark.parametrize("num_blocks, steps, batch_size, grad_accum, world", [
-    (1000, 10, 32, 1, 1), (100, 10, 32, 1, 2), (7, 300, 4, 2, 4), (64, 1, 8, 1, 8), (10_000, 3, 2, 1, 1),
-])
-def test_epochs_needed_is_the_fewest_epochs_that_cover_the_steps_and_the_split_trim(
-        num_blocks, steps, batch_size, grad_accum, world):
-    per_step = batch_size * grad_accum * world
-    epochs = epochs_needed(num_blocks, per_step, steps, world, batch_size)
-    needed = steps * per_step + world * batch_size  # every worker may lose up to a batch to the split
-    assert epochs >= 1
-    assert epochs * num_blocks >= needed
-    assert epochs == 1 or (epochs - 1) * num_blocks < needed
 
 
 # ---------------------------------------------------------------- corruption per epoch

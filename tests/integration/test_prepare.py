@@ -1,0 +1,79 @@
+"""Prepare once, reuse everywhere: `sslab prepare` fills the data cache, and a later `sslab
+pretrain` in a fresh process finds the rows and the tokenizer there and tokenises nothing; a
+corpus that changed is prepared again, and an entry whose preparation was cut short is rebuilt."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import sslab
+from sslab import synthetic
+from sslab.config import SyntheticConfig
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["train.seq_len=64", "tokenizer.vocab_size=1000", "data.shard_rows=50"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A folder of text files, one document per line."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    docs = synthetic.generate(SyntheticConfig(num_docs=900), 0, 900)["text"]
+    for i in range(3):
+        (root / f"part{i}.txt").write_text("\n".join(docs[i::3]) + "\n")
+    return root
+
+
+def sslab_cli(*argv: str, cache, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no Ray to join: the command starts its own
+    env["SSLAB_CACHE_DIR"] = str(cache)
+    done = subprocess.run([sys.executable, "-m", "sslab.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_prepare_then_pretrain_in_a_fresh_process_tokenises_once(folder, tmp_path):
+    cache = tmp_path / "cache"
+    prep = sslab_cli("prepare", "--corpus", str(folder), *COMMON, cache=cache, cwd=tmp_path)
+    (entry,) = (cache / "data").iterdir()
+    manifest = json.loads((entry / "manifest.json").read_text())
+    train = manifest["splits"]["train"]
+    assert "prepared data written" in prep.stdout and f"{train['rows']:,} rows" in prep.stdout
+    assert train["rows"] > 100 and train["tokens"] == train["rows"] * 64 and len(train["shards"]) > 2
+    (tokenizer,) = (cache / "tokenizers").iterdir()
+
+    run = tmp_path / "run"
+    done = sslab_cli("pretrain", "--corpus", str(folder), "--preset", "tiny", "--max-steps", "5", "--out", str(run),
+                     "train.batch_size=8", "train.warmup_steps=1", "eval.probe_docs=0", *COMMON,
+                     cache=cache, cwd=tmp_path)
+    assert f"prepared data: found {entry}" in done.stdout and "nothing to tokenise" in done.stdout
+    assert "writing the train split" not in done.stdout and "tokenizer sample" not in done.stdout
+    assert list((cache / "data").iterdir()) == [entry]
+    assert len([p for p in entry.iterdir() if p.name.startswith("attempt-")]) == 1  # written once, by prepare
+    assert (run / "tokenizer" / "tokenizer.json").read_text() == (tokenizer / "tokenizer.json").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["train_blocks"] == train["rows"]
+
+
+def test_a_changed_corpus_is_prepared_again_and_a_cut_short_entry_is_rebuilt(ray_cluster, folder, tmp_path):
+    overrides = [f"corpus.source={folder}", f"data.cache_dir={tmp_path / 'cache'}", "run.quiet=true", *COMMON]
+    first = sslab.prepare(overrides=overrides)
+    again = sslab.prepare(overrides=overrides)
+    assert not first.hit and again.hit and again.entry == first.entry and again.splits == first.splits
+
+    with open(folder / "part0.txt", "a") as f:
+        f.write("one more document, so the corpus is not the one that was prepared\n")
+    changed = sslab.prepare(overrides=overrides)
+    assert not changed.hit and changed.key != first.key
+
+    (tmp_path / "cache" / "data" / changed.key / "manifest.json").unlink()  # as a prepare killed before its manifest
+    rebuilt = sslab.prepare(overrides=overrides)
+    assert not rebuilt.hit and rebuilt.key == changed.key and rebuilt.splits == changed.splits
+    assert sslab.prepare(overrides=overrides).hit
