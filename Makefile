@@ -31,7 +31,8 @@ test: install
 	$(PY) -m pytest -q -rs --durations=25 -m "not cluster and not bench"
 
 # Multi-node runs, node and worker loss, killed drivers, a 16-trial sweep, searches whose trials
-# train on worker groups: several Ray nodes on this one machine. CI runs them after make test.
+# train on worker groups, training order on a topic-sorted corpus (three runs); several Ray nodes
+# on this one machine. CI runs them after make test.
 test-cluster: install
 	$(PY) -m pytest -q --durations=25 -m cluster
 

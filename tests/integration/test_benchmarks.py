@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.bench]
 RUN = Path(__file__).parents[2] / "benchmarks" / "run.py"
 
 
-@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "trial_overhead", "gpu"])
+@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "trial_overhead", "scale", "gpu"])
 def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     out, md = tmp_path / "results", tmp_path / "RESULTS.md"
     subprocess.run([sys.executable, str(RUN), "--only", script, "--size", "smoke", "--reps", "1",

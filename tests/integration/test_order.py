@@ -19,7 +19,8 @@ from sslab.objectives import get
 from sslab.rng import RowRandom
 from sslab.tokenizer import load_tokenizer, vocab_of
 
-pytestmark = pytest.mark.slow
+# Three training runs: in make test-cluster, with the other long suites.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 TOPICS, DOCS = 8, 2400
 RUN = ["model.preset=tiny", "train.seq_len=64", "train.batch_size=16", "train.lr=2e-3", "train.warmup_steps=10",
@@ -47,19 +48,23 @@ def runs(ray_cluster, tokenizer_dir, tmp_path_factory):
     out = {}
     for name, corpus, order in [("shuffled", sorted_corpus, "global"), ("offline", shuffled_corpus, "none"),
                                 ("corpus order", sorted_corpus, "none")]:
-        out[name] = sslab.pretrain(load(overrides=[f"corpus.source={corpus}", f"run.out={tmp / name}",
+        out[name] = sslab.pretrain(load(overrides=[f"corpus.source={corpus}", f"run.out={tmp / ('run-' + name.replace(' ', '-'))}",
                                                    f"data.shuffle={order}", *common]))
     return out
 
 
-def held_out_loss(result, topic: int | None) -> float:
-    """Masked-token loss of ``result``'s final model on unseen documents (of one topic, or all),
+# Documents of the same generator after the corpus's last one: the same words and topics, unseen.
+_held_out = synthetic.generate(SyntheticConfig(num_docs=DOCS + 1600, num_topics=TOPICS), DOCS, DOCS + 1600)
+HELD_OUT = (_held_out["text"], _held_out["label"])
+
+
+def held_out_loss(result, topic: int) -> float:
+    """Masked-token loss of ``result``'s final model on unseen documents of one topic,
     15 % masking with a fixed seed: one evaluator for every run."""
     cfg = result.config
     tok = load_tokenizer(result.run_dir / "tokenizer")
     objective = get("mlm")(cfg.objective, vocab_of(tok))
-    docs = synthetic.generate(SyntheticConfig(num_docs=4000, num_topics=TOPICS, seed=1), 0, 4000)
-    texts = [t for t, label in zip(docs["text"], docs["label"]) if topic is None or label == f"topic_{topic:02d}"]
+    texts = [t for t, label in zip(*HELD_OUT) if label == f"topic_{topic:02d}"]
     assert texts, topic
     ids = [e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
     table = pipeline.pack(ids, cfg.train.seq_len, objective.vocab.cls_id, objective.vocab.sep_id)
@@ -74,11 +79,17 @@ def held_out_loss(result, topic: int | None) -> float:
     return float(loss)
 
 
+# Two runs on the offline-shuffled copy that differ only in their random order (train.seed or
+# data.shuffle) ended 2 % apart on the held-out loss (4.772 against 4.864 and 4.866 at 110 steps):
+# the tolerance must exceed that noise, and corpus order still falls far outside it (its worst
+# topic, one it never reached, was 20 % worse).
+NOISE = 0.04
+
+
 def test_the_default_shuffle_learns_a_sorted_corpus_as_an_offline_shuffle_does_and_corpus_order_drifts(runs):
-    losses = {name: {t: held_out_loss(r, t) for t in [None, *range(TOPICS)]} for name, r in runs.items()}
+    losses = {name: [held_out_loss(r, t) for t in range(TOPICS)] for name, r in runs.items()}
     print(json.dumps(losses, indent=1))
-    shuffled, offline, ordered = losses["shuffled"], losses["offline"], losses["corpus order"]
-    for t in [None, *range(TOPICS)]:
-        assert abs(shuffled[t] / offline[t] - 1) <= 0.01, (t, shuffled[t], offline[t])
-    worst = max(ordered[t] / offline[t] for t in range(TOPICS))
-    assert worst > 1.05, ordered  # the topics it never reached
+    shuffled, offline, ordered = (np.array(losses[k]) for k in ("shuffled", "offline", "corpus order"))
+    assert abs(shuffled.mean() / offline.mean() - 1) <= NOISE, (shuffled, offline)
+    assert np.all(np.abs(shuffled / offline - 1) <= NOISE + 0.01), (shuffled, offline)  # every topic too
+    assert (ordered / offline).max() > 1 + 2 * NOISE, (ordered, offline)  # the topics it never reached
