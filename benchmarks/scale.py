@@ -109,7 +109,7 @@ def first_step_on_hit(corpus: Path, overrides: list[str], out: Path, timeline: P
     timeline.unlink(missing_ok=True)
     with Sampler() as peak:
         started = time.time()
-        sslab.pretrain(overrides=[f"corpus.source={corpus}", f"run.out={out}", f"train.max_steps={steps}",
+        sslab.pretrain(None, overrides=[f"corpus.source={corpus}", f"run.out={out}", f"train.max_steps={steps}",
                                   *overrides])
     first = next(m["t"] for m in marks(timeline) if m["event"] == "worker.first_step")
     return first - started, peak.rss, peak.store
@@ -128,7 +128,7 @@ def restart_to_first_step(corpus: Path, overrides: list[str], out: Path, timelin
                 raise RuntimeError(f"benchmark: a crash after step {at}")
 
     timeline.unlink(missing_ok=True)
-    sslab.pretrain(overrides=[f"corpus.source={corpus}", f"run.out={out}", f"train.max_steps={at + 2}",
+    sslab.pretrain(None, overrides=[f"corpus.source={corpus}", f"run.out={out}", f"train.max_steps={at + 2}",
                               f"train.checkpoint_every={at}", f"train.eval_every={at + 2}", f"train.log_every={at}",
                               "scaling.max_failures=1", *overrides],
                    hooks=RunHooks(worker=(CrashAfterCheckpoint(),)))

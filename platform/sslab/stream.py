@@ -32,6 +32,9 @@ from sslab import pipeline
 from sslab.objectives.base import Objective
 from sslab.prepared import Shard, filesystem
 
+READERS = 4
+"""Windows a worker reads at once: each holds a window in memory (``data.shuffle_window`` rows),
+and four keep ahead of a GPU (the masking runs at millions of tokens per second per core)."""
 CHUNK = pipeline.CORRUPT_BATCH
 """Rows corrupted per call; a resumed stream cuts its chunks where the uninterrupted one did."""
 ORDER_STREAM = 0x5EED_0DE5
@@ -119,7 +122,7 @@ class Stream:
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         items = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         return items.map_batches(
-            read_window, batch_size=1, batch_format="pyarrow",
+            read_window, batch_size=1, batch_format="pyarrow", concurrency=READERS,
             fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world,
                            limit=self.rows_per_worker(world) * world))
 
