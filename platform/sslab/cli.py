@@ -38,13 +38,18 @@ def add_tracking(p) -> None:
                                            "writes locally)")
 
 
+def add_source(p) -> None:
+    """The flags that say what a run trains on, shared by pretrain and prepare."""
+    p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
+    p.add_argument("--objective", help="objective name or mixture, e.g. mlm, clm, mlm+nsp (see `sslab objectives`)")
+    p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
+
+
 def add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain one model", epilog=PRETRAIN_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Pretrain a model with a self-supervised objective on Ray Train.")
-    p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
-    p.add_argument("--objective", help="objective name or mixture, e.g. mlm, clm, mlm+nsp (see `sslab objectives`)")
-    p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
+    add_source(p)
     p.add_argument("--preset", help="model size: tiny, mini, small, base, large")
     p.add_argument("--workers", type=int, help="data-parallel Ray Train workers")
     p.add_argument("--max-steps", type=int, help="optimizer steps")
@@ -95,9 +100,7 @@ def add_prepare(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train (or load) the tokenizer, then tokenize and pack the corpus into the "
                                    "objective's rows, on the Ray cluster, as Parquet shards in data.cache_dir.")
-    p.add_argument("--config", help="YAML config file (overrides and flags apply on top)")
-    p.add_argument("--corpus", help="'synthetic', a file, a directory, a glob or a URI")
-    p.add_argument("--objective", help="the objective whose rows to prepare (its unit: packed blocks, pairs, ...)")
+    add_source(p)
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.seq_len=512")
 
@@ -110,7 +113,8 @@ def cmd_prepare(args) -> int:
     result = prepare(cfg)
     print(f"\n[sslab] prepared data {'found' if result.hit else 'written'} in {result.wall_s:.0f}s")
     for name, split in result.splits.items():
-        print(f"  {name:<6} {split['rows']:>12,} rows  {split['tokens']:>14,} tokens  {split['shards']:>6,} shards")
+        tokens = f"{split['tokens']:>14,} tokens" if name != "probe" else f"{'labelled documents':>21}"
+        print(f"  {name:<6} {split['rows']:>12,} rows  {tokens}  {split['shards']:>6,} shards")
     print(f"  entry  {result.entry}")
     if result.tokenizer:
         print(f"  tokenizer {result.tokenizer}")

@@ -31,7 +31,7 @@ from sslab import progress
 from sslab.config import DataConfig
 from sslab.errors import RunError
 
-FORMAT = 1
+FORMAT = 2
 """The layout of an entry's rows and manifest; raise it when either changes, or when the cleaning,
 tokenising or packing code changes the rows a corpus gives."""
 MANIFEST = "manifest.json"
@@ -185,6 +185,14 @@ class Entry:
         fs, path = filesystem(self.uri)
         return ray.data.read_parquet([f"{path}/{s.path}" for s in self.manifest.splits[split].shards], filesystem=fs)
 
+    def probe_documents(self, n: int) -> tuple[list[str], list[str]]:
+        """The first ``n`` labelled validation documents kept for the probe: (texts, labels)."""
+        split = self.manifest.splits.get(PROBE)
+        if not split or not split.rows or n == 0:
+            return [], []
+        rows = self.read(PROBE).limit(n).take_all()
+        return [r["text"] for r in rows], [r["label"] for r in rows]
+
     def stream(self, cfg: DataConfig, seed: int):
         """The training split, to be read in ``cfg.shuffle``'s order (:class:`sslab.stream.Stream`)."""
         from sslab.stream import Stream
@@ -207,17 +215,27 @@ def find(root: str, key: str) -> Entry | None:
     return Entry(uri, manifest) if manifest else None
 
 
+PROBE = "probe"
+"""The split of labelled validation documents (``text``, ``label``) the linear probe draws from."""
+PROBE_DOCS = 10_000
+"""Labelled documents kept for the probe (``eval.probe_docs`` takes its first ones)."""
+
+
 def write(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.data.Dataset], shard_rows: int,
-          quiet: bool = True) -> Entry:
-    """Write ``splits`` (name: rows of ``unit``) as entry ``key`` and return it. The shards go to a
-    directory of this attempt's own, the manifest last."""
+          quiet: bool = True, probe: ray.data.Dataset | None = None) -> Entry:
+    """Write ``splits`` (name: rows of ``unit``) as entry ``key`` and return it, with ``probe``'s
+    labelled documents (at most :data:`PROBE_DOCS`) as the split :data:`PROBE`. The shards go to
+    a directory of this attempt's own, the manifest last."""
     fs, path = filesystem(root)
     attempt = f"attempt-{uuid.uuid4().hex[:12]}"
     entry = f"{path}/data/{key}"
     written = {}
-    for name, ds in splits.items():
+    parts = {name: (ds, unit) for name, ds in splits.items()}
+    if probe is not None:
+        parts[PROBE] = (probe.select_columns(["text", "label"]).limit(PROBE_DOCS), "documents")
+    for name, (ds, kind) in parts.items():
         where = f"{entry}/{attempt}/{name}"
-        with progress.stage(f"prepare: writing the {name} split as {unit} rows to {root}/data/{key}", quiet):
+        with progress.stage(f"prepare: writing the {name} split as {kind} rows to {root}/data/{key}", quiet):
             try:
                 # Shards of exactly shard_rows (the last one fewer): the unit the global shuffle reorders.
                 ds.repartition(target_num_rows_per_block=shard_rows, strict=True).write_parquet(
@@ -228,7 +246,7 @@ def write(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.da
                     raise
                 raise RunError(f"could not write the prepared data to {root}/data/{key} ({cause}); free space "
                                f"there or set data.cache_dir elsewhere") from None
-        written[name] = _split(fs, entry, f"{attempt}/{name}", unit, seq_len)
+        written[name] = _split(fs, entry, f"{attempt}/{name}", kind, seq_len)
     manifest = Manifest(key=key, unit=unit, seq_len=seq_len, splits=written)
     write_manifest(fs, entry, manifest)
     return Entry(f"{root}/data/{key}", manifest)
@@ -248,7 +266,7 @@ def _split(fs: pafs.FileSystem, entry: str, sub: str, unit: str, seq_len: int) -
         shards.append(Shard(f"{sub}/{name}", rows))
         if unit == "packed":
             tokens += rows * seq_len
-        else:
+        elif unit != "documents":
             lengths = pq.read_table(f, filesystem=fs, columns=["a_len", "b_len"])
             tokens += sum(int(lengths[c].to_numpy().sum()) for c in ("a_len", "b_len"))
     return Split(rows=sum(s.rows for s in shards), tokens=tokens, shards=tuple(shards))

@@ -133,7 +133,8 @@ def as_config(config, overrides) -> Config:
 @dataclass
 class PreparedCorpus:
     """A corpus ready to train on: its tokenizer, the objective over that vocabulary, and the
-    prepared rows in the data cache (the documents stay lazy: read only for the probe set)."""
+    prepared rows in the data cache (the documents stay lazy: read only to say why a corpus gave
+    no rows)."""
 
     tokenizer: object
     objective: object
@@ -141,7 +142,6 @@ class PreparedCorpus:
     hit: bool
     """The entry was in the cache already: nothing was tokenised."""
     docs: object
-    val_docs: object
 
 
 @dataclass
@@ -213,12 +213,14 @@ def prepare_corpus(cfg: Config, run_dir: Path) -> PreparedCorpus:
     if not hit:
         splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),
                   "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)}
-        entry = prepared.write(root, key, objective.unit, cfg.train.seq_len, splits, cfg.data.shard_rows, quiet)
+        labelled = val_docs.filter(expr=col("label").is_not_null())  # the probe's documents, kept with the rows
+        entry = prepared.write(root, key, objective.unit, cfg.train.seq_len, splits, cfg.data.shard_rows, quiet,
+                               probe=labelled)
     else:
         progress.say(f"prepared data: found {entry.uri} ({entry.manifest.splits['train'].rows:,} training rows of "
                      f"{objective.unit}); nothing to tokenise", quiet)
     progress.mark("data.prepared")
-    return PreparedCorpus(tok, objective, entry, hit, docs=docs, val_docs=val_docs)
+    return PreparedCorpus(tok, objective, entry, hit, docs=docs)
 
 
 def prepare_data(cfg: Config, run_dir: Path) -> RunData:
@@ -237,7 +239,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
         raise RunError(f"the validation split holds {num_val} {unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
     val_blocks = pipeline.eval_blocks(c.entry.read("val"), c.objective, cfg.eval)
-    probe = load_probe(cfg, c.val_docs, c.tokenizer)
+    probe = load_probe(cfg, c.entry, c.tokenizer)
     return RunData(c.tokenizer, c.objective, c.entry, val_blocks, num_train, num_val, probe)
 
 
@@ -250,11 +252,13 @@ def too_small(unit: str, seq_len: int) -> str:
     return "no sentence to train on; add text"
 
 
-def load_probe(cfg: Config, val_docs, tok) -> dict | None:
+def load_probe(cfg: Config, entry: prepared.Entry, tok) -> dict | None:
+    """The linear probe's labelled blocks, from the documents kept with the prepared rows (never
+    a pass over the corpus: one without labels would be read to its end)."""
     if cfg.eval.probe_docs == 0:
         return None
-    rows = val_docs.filter(expr=col("label").is_not_null()).limit(cfg.eval.probe_docs).take_all()
-    return evaluation.probe_set([r["text"] for r in rows], [r["label"] for r in rows], tok, cfg.train.seq_len)
+    texts, labels = entry.probe_documents(cfg.eval.probe_docs)
+    return evaluation.probe_set(texts, labels, tok, cfg.train.seq_len)
 
 
 def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):

@@ -47,6 +47,7 @@ def test_prepare_then_pretrain_in_a_fresh_process_tokenises_once(folder, tmp_pat
     train = manifest["splits"]["train"]
     assert "prepared data written" in prep.stdout and f"{train['rows']:,} rows" in prep.stdout
     assert train["rows"] > 100 and train["tokens"] == train["rows"] * 64 and len(train["shards"]) > 2
+    assert manifest["splits"]["probe"]["rows"] == 0  # plain text has no labels for the probe
     (tokenizer,) = (cache / "tokenizers").iterdir()
 
     run = tmp_path / "run"
@@ -66,6 +67,8 @@ def test_a_changed_corpus_is_prepared_again_and_a_cut_short_entry_is_rebuilt(ray
     overrides = [f"corpus.source={folder}", f"data.cache_dir={tmp_path / 'cache'}", "run.quiet=true", *COMMON]
     first = sslab.prepare(overrides=overrides)
     again = sslab.prepare(overrides=overrides)
+    synthetic_entry = sslab.prepare(overrides=[*overrides, "corpus.source=synthetic", "corpus.synthetic.num_docs=400"])
+    assert synthetic_entry.splits["probe"]["rows"] > 0  # the labelled validation documents, kept for the probe
     assert not first.hit and again.hit and again.entry == first.entry and again.splits == first.splits
 
     with open(folder / "part0.txt", "a") as f:
