@@ -147,8 +147,7 @@ def main() -> None:
         train, _ = corpus.split(corpus.read_documents(cfg.corpus), cfg.corpus.val_fraction)
         cached = prepared.write(f"{tmp}/cache", "cached", "packed", size["seq_len"],
                                 {"train": pipeline.tokenize(train, tok_json, cfg, vocab)}, cfg.data.shard_rows)
-        ids = np.concatenate([b["input_ids"] for b in cached.read("train").iter_batches(batch_format="numpy",
-                                                                                       batch_size=4096)])
+        ids = pipeline.to_numpy(cached.read("train"))["input_ids"]
         collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, return_tensors="pt")
         rows = collator_rows(tok, ids)
 

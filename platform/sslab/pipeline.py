@@ -189,11 +189,16 @@ def to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
     return BlockAccessor.for_block(table).to_numpy()
 
 
-def eval_blocks(blocks: ray.data.Dataset, objective: Objective, protocol: EvalConfig) -> ray.data.Dataset:
-    """Validation blocks corrupted once by the fixed protocol, the same in every run, and kept."""
-    return blocks.limit(protocol.max_blocks).map_batches(
-        corrupt, fn_kwargs=dict(objective=objective, seed=protocol.seed, epoch=0, protocol=protocol),
-        batch_size=CORRUPT_BATCH, batch_format="numpy").materialize()
+def eval_blocks(rows: pa.Table, objective: Objective, protocol: EvalConfig) -> ray.data.Dataset:
+    """Validation rows (at most ``eval.max_blocks``) corrupted once by the fixed protocol, the same
+    in every run, in batches of :data:`CORRUPT_BATCH` as the training stream corrupts them. Done
+    here, in numpy: a few hundred rows, not worth Ray Data tasks (and their worker processes)."""
+    rows = rows.slice(0, protocol.max_blocks)
+    parts = [corrupt(to_numpy(rows.slice(i, CORRUPT_BATCH)), objective, protocol.seed, 0, protocol)
+             for i in range(0, rows.num_rows, CORRUPT_BATCH)]
+    columns = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    return ray.data.from_arrow(pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v)
+                                         for k, v in columns.items()}))
 
 
 class TorchBatch(NumpyBatchCollateFn):

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
@@ -179,19 +180,30 @@ class Entry:
     uri: str
     manifest: Manifest
 
-    def read(self, split: str) -> ray.data.Dataset:
-        """One split's rows in prepared order (the validation split; training reads through
-        :meth:`stream`)."""
+    def read(self, split: str, limit: int | None = None) -> pa.Table:
+        """The first ``limit`` rows (all by default) of one split, in prepared order, read here
+        with pyarrow: the validation and probe sets are small, and a Ray Data read would start
+        listing and footer tasks (worker processes, on a small machine) at every run's start.
+        Training reads through :meth:`stream`."""
         fs, path = filesystem(self.uri)
-        return ray.data.read_parquet([f"{path}/{s.path}" for s in self.manifest.splits[split].shards], filesystem=fs)
+        tables, rows = [], 0
+        for shard in self.manifest.splits[split].shards:
+            if limit is not None and rows >= limit:
+                break
+            tables.append(pq.read_table(f"{path}/{shard.path}", filesystem=fs))
+            rows += tables[-1].num_rows
+        table = pa.concat_tables(tables) if tables else None
+        if table is None:
+            raise RunError(f"{self.uri} holds no {split} rows")
+        return table if limit is None else table.slice(0, limit)
 
     def probe_documents(self, n: int) -> tuple[list[str], list[str]]:
         """The first ``n`` labelled validation documents kept for the probe: (texts, labels)."""
         split = self.manifest.splits.get(PROBE)
         if not split or not split.rows or n == 0:
             return [], []
-        rows = self.read(PROBE).limit(n).take_all()
-        return [r["text"] for r in rows], [r["label"] for r in rows]
+        table = self.read(PROBE, n)
+        return table.column("text").to_pylist(), table.column("label").to_pylist()
 
     def stream(self, cfg: DataConfig, seed: int):
         """The training split, to be read in ``cfg.shuffle``'s order (:class:`sslab.stream.Stream`)."""

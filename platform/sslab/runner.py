@@ -238,7 +238,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> RunData:
     if num_val < cfg.scaling.num_workers:
         raise RunError(f"the validation split holds {num_val} {unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
-    val_blocks = pipeline.eval_blocks(c.entry.read("val"), c.objective, cfg.eval)
+    val_blocks = pipeline.eval_blocks(c.entry.read("val", cfg.eval.max_blocks), c.objective, cfg.eval)
     probe = load_probe(cfg, c.entry, c.tokenizer)
     return RunData(c.tokenizer, c.objective, c.entry, val_blocks, num_train, num_val, probe)
 

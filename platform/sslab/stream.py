@@ -32,7 +32,7 @@ from sslab import pipeline
 from sslab.objectives.base import Objective
 from sslab.prepared import Shard, filesystem
 
-READERS = 4
+READERS = 1
 """Windows a worker reads at once: each holds a window in memory (``data.shuffle_window`` rows),
 and four keep ahead of a GPU (the masking runs at millions of tokens per second per core)."""
 CHUNK = pipeline.CORRUPT_BATCH

@@ -127,7 +127,7 @@ def test_workers_share_each_epoch_in_disjoint_equal_parts_in_a_new_order_each_ep
     per = s.rows_per_worker(world)
     mlm = MLM(MLMConfig(), vocab)
     streams = [rows(s, mlm, r, world, 0, 2 * per) for r in range(world)]
-    written = {bytes(np.asarray(r["input_ids"], dtype=np.int64)) for r in entries["packed"].read("train").take_all()}
+    written = {bytes(np.asarray(r["input_ids"], dtype=np.int64)) for r in entries["packed"].read("train").to_pylist()}
     epochs = []
     for epoch in range(2):
         parts = [{bytes(b) for b in originals(st)[epoch * per:(epoch + 1) * per].astype(np.int64)} for st in streams]
@@ -157,7 +157,7 @@ def test_a_stream_started_midway_is_exactly_the_tail_of_the_whole_stream(entries
 def test_without_a_shuffle_the_rows_come_in_corpus_order(entries, vocab):
     s = entries["packed"].stream(prepared.DataConfig(shuffle="none"), seed=0)
     got = originals(rows(s, MLM(MLMConfig(), vocab), 0, 1, 0, s.rows))
-    written = np.stack([r["input_ids"] for r in entries["packed"].read("train").take_all()])
+    written = np.stack([r["input_ids"] for r in entries["packed"].read("train").to_pylist()])
     assert np.array_equal(got, written)
 
 
@@ -174,5 +174,5 @@ def test_two_preparations_of_one_key_at_once_leave_one_whole_entry(ray_cluster, 
     found = prepared.find(str(tmp_path), "k")
     assert found.manifest in [e.manifest for e in entries]
     assert len({s.path.split("/")[0] for s in found.manifest.splits["train"].shards}) == 1  # one attempt's shards
-    assert found.read("train").count() == rows == found.manifest.splits["train"].rows
+    assert found.read("train").num_rows == rows == found.manifest.splits["train"].rows
     assert len(list((tmp_path / "data" / "k").glob("attempt-*"))) == 2
