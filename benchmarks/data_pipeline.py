@@ -169,7 +169,8 @@ def main() -> None:
                      note="HF side: rows as run_mlm.py's Trainer hands them over (Python lists, each with the "
                           "special_tokens_mask its tokenizer returned, computed once, untimed), collated and masked "
                           "on one thread; "
-                          "sslab side: the cached blocks masked in Ray Data and delivered as torch batches, per data CPU")
+                          "sslab side: the prepared Parquet shards streamed in the default shuffled order, masked in Ray Data "
+                          "and delivered as torch batches, per data CPU")
         say("the shuffle's cost: data.shuffle=global against none")
         got = interleaved({"global": masking_only, "none": in_corpus_order}, args.reps, warmup=True)
         result.notes.append(f"the shuffle's cost: prepared shards to masked batches at {statistics.median(got['global']):,.0f} "
