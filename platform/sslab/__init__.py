@@ -1,9 +1,11 @@
 """sslab: self-supervised language-model pretraining on Ray.
 
 >>> import sslab
->>> cfg = sslab.load_config(overrides=["model.preset=tiny", "train.max_steps=100"])
->>> sslab.prepare(cfg).entry               # doctest: +SKIP
->>> result = sslab.pretrain(cfg)            # doctest: +SKIP
+>>> cfg = sslab.resolve(overrides=["model.preset=tiny", "train.max_steps=100"])
+>>> data = sslab.prepare(cfg)               # doctest: +SKIP
+>>> data.entry.uri, data.splits["train"]["rows"]   # doctest: +SKIP
+>>> result = sslab.train(data)              # doctest: +SKIP
+>>> result = sslab.pretrain(cfg)            # the same three stages in one call   # doctest: +SKIP
 >>> result.summary["eval_mlm_acc"], result.model_dir   # doctest: +SKIP
 >>> search = sslab.tune("mlm_masking", out="runs/masking", **{"model.preset": "tiny"})  # doctest: +SKIP
 >>> search.table.head(), search.best["model_dir"]   # doctest: +SKIP
@@ -11,6 +13,14 @@
 from sslab.config import Config
 from sslab.config import load as load_config
 from sslab.errors import ConfigError, CorpusError, RunError, SslabError
+
+
+def resolve(config=None, overrides=None):
+    """A validated :class:`Config` from a Config, dict or YAML path plus ``key=value`` overrides;
+    see :func:`sslab.runner.resolve`."""
+    from sslab.runner import resolve as _resolve
+
+    return _resolve(config, overrides)
 
 
 def pretrain(config, **kwargs):
@@ -21,10 +31,18 @@ def pretrain(config, **kwargs):
 
 
 def prepare(config=None, **kwargs):
-    """Tokenise and pack a corpus once into the data cache; see :func:`sslab.runner.prepare`."""
+    """Tokenise and pack a corpus once into the data cache: a :class:`~sslab.runner.Prepared`;
+    see :func:`sslab.runner.prepare`."""
     from sslab.runner import prepare as _prepare
 
     return _prepare(config, **kwargs)
+
+
+def train(data, **kwargs):
+    """Train on a corpus :func:`prepare` returned; see :func:`sslab.runner.train`."""
+    from sslab.runner import train as _train
+
+    return _train(data, **kwargs)
 
 
 def tune(spec, **kwargs):
@@ -34,5 +52,6 @@ def tune(spec, **kwargs):
     return _tune(spec, **kwargs)
 
 
-__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "prepare", "pretrain", "tune"]
+__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "prepare", "pretrain",
+           "resolve", "train", "tune"]
 __version__ = "0.1.0"

@@ -67,9 +67,9 @@ def pretrain_overrides(args) -> list[str]:
 
 
 def cmd_pretrain(args) -> int:
-    from sslab.runner import as_config, pretrain
+    from sslab.runner import pretrain, resolve
 
-    cfg = as_config(args.config, pretrain_overrides(args))  # validated before Ray starts
+    cfg = resolve(args.config, pretrain_overrides(args))  # validated before Ray starts
     result = pretrain(cfg)
     print_summary(result.summary)
     return 0
@@ -106,18 +106,18 @@ def add_prepare(sub) -> None:
 
 
 def cmd_prepare(args) -> int:
-    from sslab.runner import as_config, prepare
+    from sslab.runner import prepare, resolve
 
     overrides = [f"{FLAGS[f]}={getattr(args, f)}" for f in ("corpus", "objective") if getattr(args, f) is not None]
-    cfg = as_config(args.config, overrides + (["run.quiet=true"] if args.quiet else []) + list(args.overrides))
+    cfg = resolve(args.config, overrides + (["run.quiet=true"] if args.quiet else []) + list(args.overrides))
     result = prepare(cfg)
     print(f"\n[sslab] prepared data {'found' if result.hit else 'written'} in {result.wall_s:.0f}s")
     for name, split in result.splits.items():
         tokens = f"{split['tokens']:>14,} tokens" if name != "probe" else f"{'labelled documents':>21}"
         print(f"  {name:<6} {split['rows']:>12,} rows  {tokens}  {split['shards']:>6,} shards")
-    print(f"  entry  {result.entry}")
-    if result.tokenizer:
-        print(f"  tokenizer {result.tokenizer}")
+    print(f"  entry  {result.entry.uri}")
+    if result.tokenizer_dir:
+        print(f"  tokenizer {result.tokenizer_dir}")
     return 0
 
 

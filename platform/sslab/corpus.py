@@ -332,6 +332,12 @@ def _clean(batch: pa.Table, text_col: str, label_col: str | None, min_chars: int
 # ---------------------------------------------------------------- datasets
 
 
+def has_labels(cfg: CorpusConfig) -> bool:
+    """Whether the corpus's documents may carry a label (the synthetic corpus's topics, or
+    ``corpus.label_field`` of JSON Lines or Parquet records); plain text never does."""
+    return cfg.source == "synthetic" or bool(cfg.label_field)
+
+
 def read_documents(cfg: CorpusConfig):
     """The cleaned corpus as a lazy Ray Dataset with string columns ``text`` and ``label``.
 

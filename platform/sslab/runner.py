@@ -1,10 +1,17 @@
-"""One pretraining run, end to end: check, read, tokenise, train on Ray Train, export.
+"""One pretraining run, end to end, as three public stages that ``pretrain`` and a search compose:
+
+- :func:`resolve` turns a YAML path, dict or Config plus ``key=value`` overrides into a typed
+  :class:`~sslab.config.Config` (the only place text becomes typed);
+- :func:`prepare` finds or writes the corpus's prepared rows in the data cache and returns a
+  :class:`Prepared`: tokenizer, vocabulary, objective, evaluation and probe sets, plug-ins;
+- :func:`train` trains on a :class:`Prepared` on Ray Train (or in this process), then exports.
 
 Everything that can be checked without Ray (config, paths, the run directory) is checked
 before Ray starts, so bad input never claims a resource.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -50,20 +57,6 @@ class RunResult:
 
 
 @dataclass
-class RunData:
-    """Everything the driver prepares for the trainer."""
-
-    tokenizer: object
-    objective: object
-    entry: prepared.Entry
-    """The prepared corpus: its training split streams to the workers from here."""
-    val_blocks: object
-    num_train_blocks: int
-    num_val_blocks: int
-    probe: dict | None
-
-
-@dataclass
 class RunHooks:
     """How a caller reaches into a run: a Tune trial (see ``sslab.search``) forwards its reports
     through Ray Train callbacks and, for a PBT restart, names the checkpoint to start from and a
@@ -85,13 +78,14 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
              hooks: RunHooks | None = None) -> RunResult:
     """Pretrain one model; ``config`` is a :class:`Config`, a nested dict or a YAML path.
 
-    Rerunning with the same ``run.out`` resumes from that directory's last checkpoint. Bad input
-    fails before Ray starts and before anything is written where it can be checked there (config,
-    corpus files, a tokenizer ``model.init_from`` cannot read, the run directory); a start that
-    fails later (the cluster can never hold the workers, the corpus is empty once cleaned) leaves
-    the run directory as it found it.
+    The three stages in a row, :func:`resolve`, :func:`prepare` (into the run directory) and
+    :func:`train`. Rerunning with the same ``run.out`` resumes from that directory's last
+    checkpoint. Bad input fails before Ray starts and before anything is written where it can be
+    checked there (config, corpus files, a tokenizer ``model.init_from`` cannot read, the run
+    directory); a start that fails later (the cluster can never hold the workers, the corpus is
+    empty once cleaned) leaves the run directory as it found it.
     """
-    cfg = as_config(config, overrides)
+    cfg = resolve(config, overrides)
     hooks = hooks or RunHooks()
     started = time.time()
     progress.mark("run.start")
@@ -103,26 +97,33 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     cluster.check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
                              cluster.asked(cfg.scaling))
     with progress.quiet_libraries(cfg.run.quiet):  # a trial's run: Ray's chatter off
-        with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
-            cluster.init_ray(cfg)
-            cluster.check_resources(cfg)
-            cluster.check_shared_storage(run_dir)
-            cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)  # cfg is this call's own copy
-            progress.mark("run.ray")
-            try:
-                data = prepare_data(cfg, run_dir)
-            except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
-                raise (find_sslab_error(e) or e) from None
+        with opening(cfg, hooks) as run_dir:
+            data = prepare_in(cfg, run_dir)
         progress.mark("data.ready")
-        result = fit(cfg, run_dir, data, hooks)
-        progress.mark("run.fitted")
-        summary = finish(cfg, run_dir, data, result, time.time() - started)
-        progress.mark("run.exported")
-    return RunResult(run_dir=run_dir, summary=summary, config=cfg)
+        return fit_and_export(data, run_dir, hooks, started)
 
 
-def as_config(config, overrides) -> Config:
-    """A validated :class:`Config` from a Config, dict or YAML path, plus ``key=value`` overrides."""
+@contextlib.contextmanager
+def opening(cfg: Config, hooks: RunHooks):
+    """The run directory checked and opened (:func:`sslab.runs.starting`: a start that fails
+    inside leaves it as it was), Ray joined or started and able to hold the workers, and the path
+    the run trains on decided (``scaling.in_process``: ``cfg`` is the run's own copy)."""
+    with runs.starting(cfg, replace=hooks.restart > 0) as run_dir:
+        cluster.init_ray(cfg)
+        cluster.check_resources(cfg)
+        cluster.check_shared_storage(run_dir)
+        cfg.scaling.in_process = cluster.trains_in_process(cfg, run_dir)
+        progress.mark("run.ray")
+        yield run_dir
+
+
+# ------------------------------------------------------------------ the stages: resolve, prepare, train
+
+
+def resolve(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Stage 1: a validated :class:`Config` from a Config, a nested dict or a YAML path (None: the
+    defaults), plus ``key=value`` overrides. The one place where text becomes typed: string
+    shorthands (``corpus: x``, ``objective: x``) are expanded here and nowhere after."""
     if isinstance(config, Config):
         config = config.to_dict()
     if isinstance(config, dict):
@@ -131,62 +132,80 @@ def as_config(config, overrides) -> Config:
 
 
 @dataclass
-class PreparedCorpus:
-    """A corpus ready to train on: its tokenizer, the objective over that vocabulary, and the
-    prepared rows in the data cache (the documents stay lazy: read only to say why a corpus gave
-    no rows)."""
+class Prepared:
+    """Stage 2: everything a run trains from, found in the data cache or written there once.
 
-    tokenizer: object
-    objective: object
+    The corpus's tokenizer and vocabulary, the objective over them, the prepared rows (counts
+    from their manifest, never from a pass), the fixed evaluation and probe sets and the
+    objectives registered outside sslab. What :func:`train` takes; what ``sslab prepare`` prints."""
+
+    config: Config = field(repr=False)
+    tokenizer: object = field(repr=False)
+    objective: object = field(repr=False)
     entry: prepared.Entry
     hit: bool
     """The entry was in the cache already: nothing was tokenised."""
-    docs: object
+    tokenizer_dir: Path | None
+    """Where the data cache keeps the tokenizer trained for this corpus (None when the config
+    names its own tokenizer, or the cache cannot hold one)."""
+    val_blocks: object = field(repr=False)
+    """The fixed evaluation set: up to ``eval.max_blocks`` validation rows, corrupted once."""
+    probe: dict | None = field(repr=False)
+    """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
+    plugins: tuple = ()
+    """Objectives registered outside sslab (:func:`sslab.objectives.plugins`)."""
+    wall_s: float = 0.0
+
+    @property
+    def vocab(self):
+        return self.objective.vocab
+
+    @property
+    def key(self) -> str:
+        return self.entry.manifest.key
+
+    @property
+    def splits(self) -> dict:
+        """Per split: ``rows``, ``tokens`` and ``shards``, from the manifest."""
+        return {name: {"rows": s.rows, "tokens": s.tokens, "shards": len(s.shards)}
+                for name, s in self.entry.manifest.splits.items()}
+
+    @property
+    def train_rows(self) -> int:
+        return self.entry.manifest.splits["train"].rows
+
+    @property
+    def val_rows(self) -> int:
+        """Rows of the evaluation set (the validation split, up to ``eval.max_blocks``)."""
+        return min(self.entry.manifest.splits["val"].rows, self.config.eval.max_blocks)
 
 
-@dataclass
-class PrepareResult:
-    """What ``sslab prepare`` leaves: the cache entry and its counts, from its manifest."""
-
-    entry: str
-    key: str
-    hit: bool
-    splits: dict
-    """Per split: ``rows``, ``tokens`` and ``shards``."""
-    tokenizer: str | None
-    """The cached tokenizer's directory (None when the config names its own)."""
-    wall_s: float
-
-
-def prepare(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> PrepareResult:
-    """Tokenise and pack a corpus into the objective's rows once, in the data cache, where every
-    later ``pretrain`` and every trial of ``tune`` with the same corpus, tokenizer, unit and
-    ``train.seq_len`` finds it; a second call finds it too and does nothing. Returns the entry."""
-    cfg = as_config(config, overrides)
+def prepare(config: Config | dict | str | Path | None = None, overrides: list[str] | None = None) -> Prepared:
+    """Stage 2 alone: tokenise and pack a corpus into the objective's rows once, in the data
+    cache, where every later ``pretrain`` and every trial of ``tune`` with the same corpus,
+    tokenizer, unit and ``train.seq_len`` finds it; a second call finds it and tokenises nothing.
+    Joins (or starts) Ray as ``pretrain`` does."""
+    cfg = resolve(config, overrides)
     started = time.time()
     corpus.check(cfg.corpus)
-    root = prepared.cache_root(cfg.data)
-    prepared.check_writable(root)
+    prepared.check_writable(prepared.cache_root(cfg.data))
     with progress.quiet_libraries(cfg.run.quiet), tempfile.TemporaryDirectory() as scratch:
         cluster.init_ray(cfg)
-        try:
-            c = prepare_corpus(cfg, Path(scratch))
-        except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
-            raise (find_sslab_error(e) or e) from None
-    splits = {name: {"rows": s.rows, "tokens": s.tokens, "shards": len(s.shards)}
-              for name, s in c.entry.manifest.splits.items()}
-    tok_key = prepared.tokenizer_key(corpus.fingerprint(cfg.corpus), cfg.tokenizer, cfg.model.max_positions,
-                                     cfg.train.seed)
-    cached = prepared.tokenizer_dir(root, tok_key)
-    trained = cached is not None and not (cfg.tokenizer.path or cfg.model.init_from)
-    return PrepareResult(entry=c.entry.uri, key=c.entry.manifest.key, hit=c.hit, splits=splits,
-                         tokenizer=str(cached) if trained else None, wall_s=round(time.time() - started, 2))
+        p = prepare_in(cfg, Path(scratch))
+    p.wall_s = round(time.time() - started, 2)
+    return p
 
 
-def prepare_corpus(cfg: Config, run_dir: Path) -> PreparedCorpus:
-    """The tokenizer (saved into ``run_dir``), the objective and the prepared rows: found in the
-    data cache when this corpus, tokenizer and row shape were prepared before, else tokenised,
-    packed and written there once (:mod:`sslab.prepared`)."""
+def prepare_in(cfg: Config, workdir: Path) -> Prepared:
+    """:func:`prepare` on a running Ray, its tokenizer saved into ``workdir`` (a run's directory,
+    where a resume finds it). Raises sslab's own error where a Ray Data worker raised it."""
+    try:
+        return _prepare(cfg, workdir)
+    except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
+        raise (find_sslab_error(e) or e) from None
+
+
+def _prepare(cfg: Config, workdir: Path) -> Prepared:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same rows in the same order on every rerun
     quiet = cfg.run.quiet
@@ -197,12 +216,15 @@ def prepare_corpus(cfg: Config, run_dir: Path) -> PreparedCorpus:
     fingerprint = corpus.fingerprint(cfg.corpus)
     docs = corpus.read_documents(cfg.corpus)  # lazy: read only where something below needs the text
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
-    tok_key = prepared.tokenizer_key(fingerprint, cfg.tokenizer, cfg.model.max_positions, cfg.train.seed)
-    tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, run_dir, quiet, prepared.tokenizer_dir(root, tok_key))
+    tok_dir = prepared.tokenizer_dir(root, prepared.tokenizer_key(fingerprint, cfg.tokenizer, cfg.model.max_positions,
+                                                                  cfg.train.seed))
+    tok = tokenizers_mod.corpus_tokenizer(cfg, train_docs, workdir, quiet, tok_dir)
+    if cfg.tokenizer.path or cfg.model.init_from:
+        tok_dir = None
     progress.mark("data.tokenizer")
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
-    tokenizers_mod.add_tokens(tok, extra, run_dir)
+    tokenizers_mod.add_tokens(tok, extra, workdir)
     vocab = tokenizers_mod.vocab_of(tok, extra)
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
@@ -213,34 +235,34 @@ def prepare_corpus(cfg: Config, run_dir: Path) -> PreparedCorpus:
     if not hit:
         splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),
                   "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)}
-        labelled = val_docs.filter(expr=col("label").is_not_null())  # the probe's documents, kept with the rows
+        # The probe's documents, kept with the rows (a corpus that cannot hold labels is not read for them).
+        labelled = val_docs.filter(expr=col("label").is_not_null()) if corpus.has_labels(cfg.corpus) else None
         entry = prepared.write(root, key, objective.unit, cfg.train.seq_len, splits, cfg.data.shard_rows, quiet,
-                               probe=labelled)
+                               probe=labelled, val_fraction=cfg.corpus.val_fraction)
     else:
         progress.say(f"prepared data: found {entry.uri} ({entry.manifest.splits['train'].rows:,} training rows of "
                      f"{objective.unit}); nothing to tokenise", quiet)
     progress.mark("data.prepared")
-    return PreparedCorpus(tok, objective, entry, hit, docs=docs)
+    check_rows(cfg, entry, objective.unit, docs)
+    val_blocks = pipeline.eval_blocks(entry.read("val", cfg.eval.max_blocks), objective, cfg.eval)
+    return Prepared(cfg, tok, objective, entry, hit, tok_dir, val_blocks, load_probe(cfg, entry, tok),
+                    objectives.plugins())
 
 
-def prepare_data(cfg: Config, run_dir: Path) -> RunData:
-    """The run's prepared corpus (:func:`prepare_corpus`), its evaluation set and probe set."""
-    c = prepare_corpus(cfg, run_dir)
-    unit, splits = c.objective.unit, c.entry.manifest.splits
-    num_train = splits["train"].rows
+def check_rows(cfg: Config, entry: prepared.Entry, unit: str, docs) -> None:
+    """Refuse a prepared corpus too small to train on: no training row, or fewer training or
+    evaluation rows than workers (``docs``: the corpus, read only to say it is empty)."""
+    splits = entry.manifest.splits
+    num_train, num_val = splits["train"].rows, min(splits["val"].rows, cfg.eval.max_blocks)
     if num_train == 0:
-        corpus.count_documents(c.docs, cfg.corpus.source)  # raises when the corpus itself is empty
+        corpus.count_documents(docs, cfg.corpus.source)  # raises when the corpus itself is empty
         raise RunError(f"corpus {cfg.corpus.source!r} is too small: {too_small(unit, cfg.train.seq_len)}")
     if num_train < cfg.scaling.num_workers:
         raise RunError(f"the training split holds {num_train} {unit} rows, fewer than the "
                        f"{cfg.scaling.num_workers} workers; add text or lower train.seq_len")
-    num_val = min(splits["val"].rows, cfg.eval.max_blocks)
     if num_val < cfg.scaling.num_workers:
         raise RunError(f"the validation split holds {num_val} {unit} rows for evaluation, fewer than the "
                        f"{cfg.scaling.num_workers} workers; raise corpus.val_fraction or lower train.seq_len")
-    val_blocks = pipeline.eval_blocks(c.entry.read("val", cfg.eval.max_blocks), c.objective, cfg.eval)
-    probe = load_probe(cfg, c.entry, c.tokenizer)
-    return RunData(c.tokenizer, c.objective, c.entry, val_blocks, num_train, num_val, probe)
 
 
 def too_small(unit: str, seq_len: int) -> str:
@@ -261,17 +283,40 @@ def load_probe(cfg: Config, entry: prepared.Entry, tok) -> dict | None:
     return evaluation.probe_set(texts, labels, tok, cfg.train.seq_len)
 
 
-def fit(cfg: Config, run_dir: Path, data: RunData, hooks: RunHooks):
-    """Build the epoch stream and run the ``TorchTrainer``; sslab errors surface unwrapped."""
+def train(data: Prepared, hooks: RunHooks | None = None) -> RunResult:
+    """Stage 3: train on ``data`` in its config's run directory (``run.out``: opened, or resumed
+    from its last checkpoint, as :func:`pretrain` does), on a Ray Train worker group or in this
+    process, then export the model and write ``summary.json``."""
+    hooks, started = hooks or RunHooks(), time.time()
+    cfg = data.config
+    tracking.check(cfg)
+    with progress.quiet_libraries(cfg.run.quiet):
+        with opening(cfg, hooks) as run_dir:
+            if not (run_dir / "tokenizer").is_dir():  # where a resume finds the run's tokenizer
+                data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        return fit_and_export(data, run_dir, hooks, started)
+
+
+def fit_and_export(data: Prepared, run_dir: Path, hooks: RunHooks, started: float) -> RunResult:
+    result = fit(data, run_dir, hooks)
+    progress.mark("run.fitted")
+    summary = finish(data, run_dir, result, time.time() - started)
+    progress.mark("run.exported")
+    return RunResult(run_dir=run_dir, summary=summary, config=data.config)
+
+
+def fit(data: Prepared, run_dir: Path, hooks: RunHooks):
+    """Build the workers' plan and run the ``TorchTrainer``; sslab errors surface unwrapped."""
+    cfg = data.config
     t, s = cfg.train, cfg.scaling
     gpu = cluster.use_gpu(cfg)
     # A restart is a new Train run inside the run directory: Train would otherwise resume the
     # run's own latest checkpoint rather than the one PBT chose.
     storage, name = (run_dir, f"restart_{hooks.restart}") if hooks.restart else (run_dir.parent, run_dir.name)
-    plan = WorkerPlan(config=cfg.to_dict(), vocab=data.objective.vocab, probe=data.probe,
+    plan = WorkerPlan(config=cfg, vocab=data.vocab, probe=data.probe,
                       blocks_per_step=t.batch_size * t.grad_accum * s.num_workers,
                       train=data.entry.stream(cfg.data, t.seed), run_dir=str(run_dir),
-                      start_from=hooks.start_from, plugins=objectives.plugins(), hooks=tuple(hooks.worker))
+                      start_from=hooks.start_from, plugins=data.plugins, hooks=tuple(hooks.worker))
     datasets = {"val": data.val_blocks}  # each worker reads its training rows itself, from plan.train
     if s.in_process:
         return fit_in_process(plan, datasets, storage / name, cfg, hooks)
@@ -326,8 +371,9 @@ def fit_in_process(plan: WorkerPlan, datasets: dict, checkpoints: Path, cfg: Con
                        f"(rerun the same command to resume from the last checkpoint in {plan.run_dir})") from e
 
 
-def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> dict:
+def finish(data: Prepared, run_dir: Path, result, wall_s: float) -> dict:
     """Export the final model in Hugging Face format and write ``summary.json``."""
+    cfg = data.config
     if result.checkpoint is None:
         raise RunError(f"training ended without a checkpoint in {run_dir}")
     with result.checkpoint.as_directory() as d:
@@ -340,8 +386,8 @@ def finish(cfg: Config, run_dir: Path, data: RunData, result, wall_s: float) -> 
     summary = {
         "objective": cfg.objective.name, "steps": state["counters"]["step"], "tokens": state["counters"]["tokens"],
         "wall_s": round(wall_s, 2), "tokens_per_s": metrics.get("tokens_per_s"),
-        "num_workers": cfg.scaling.num_workers, "device": result.metrics.get("device"), "train_blocks": data.num_train_blocks,
-        "val_blocks": data.num_val_blocks, "parameters": sum(p.numel() for p in model.parameters()),
+        "num_workers": cfg.scaling.num_workers, "device": result.metrics.get("device"), "train_blocks": data.train_rows,
+        "val_blocks": data.val_rows, "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics, "checkpoint": result.checkpoint.path, "model_dir": str(run_dir / "model"),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -15,6 +15,7 @@ never by their own training loss, which is not comparable across mask ratios or 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -176,29 +177,49 @@ ROW_FIELDS = ("tokenizer.", "corpus.", "train.seq_len", "objective.name", "model
 """Fields whose value changes a trial's prepared rows (or the tokenizer they are cut with)."""
 
 
+MAX_PREPARED_VALUES = 16
+"""At most this many distinct row-changing values are prepared before the first trial; beyond
+that (or for a continuous domain) each trial prepares its own value's rows."""
+
+
 def prepared_once(spec: SearchSpec, search_dir: Path) -> dict:
-    """The base config with ``tokenizer.path`` set to the one tokenizer of the whole search, after
-    preparing the corpus's rows once into the data cache, where every trial finds them.
+    """Prepare the corpus's rows into the data cache before the first trial, once per distinct
+    value of the fields that change them, where every trial finds them; returns the base config.
 
     Every trial would train the same tokenizer from the same sample (training is deterministic)
-    and cut the same rows, so both are done once, before the first trial, rather than once per
-    trial. Searching a field that changes the rows (``train.seq_len``, the tokenizer, the corpus)
-    leaves each trial to prepare its own value's rows (two trials that do so at once do not
-    collide: :mod:`sslab.prepared`); a base that names a tokenizer keeps it.
-    """
-    cfg = spec.base_config()
-    if any(d.field.startswith(ROW_FIELDS) for d in spec.domains):
+    and cut the same rows, so both are done once rather than once per trial. Without a searched
+    row field the base gets ``tokenizer.path``, the one tokenizer of the whole search. Searching
+    one (``train.seq_len``, the tokenizer, the corpus) over ``choice`` or ``grid`` values prepares
+    each combination of them (up to :data:`MAX_PREPARED_VALUES`), the tokenizers kept in the data
+    cache; a continuous domain leaves each trial to prepare its own value (two that do so at
+    once do not collide: :mod:`sslab.prepared`)."""
+    row_domains = [d for d in spec.domains if d.field.startswith(ROW_FIELDS)]
+    values = row_values(row_domains)
+    if values is None:
+        fields = ", ".join(f"{d.field} ({d.describe()})" for d in row_domains)
+        log.info("each trial prepares the rows of its own %s: too many values to prepare before the first", fields)
         return spec.base
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = ctx.print_on_execution_start = False
-    try:
+    for params in values:
+        cfg = spec.base_config(params)
+        if row_domains:
+            progress.say(f"search: the rows of {', '.join(f'{k}={v}' for k, v in params.items())}", cfg.run.quiet)
         with progress.quiet_libraries(True):
-            runner.prepare_corpus(cfg, search_dir)
-    except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
-        raise (find_sslab_error(e) or e) from None
-    if cfg.tokenizer.path:
+            data = runner.prepare(cfg)
+    if row_domains or spec.base_config().tokenizer.path:
         return spec.base
+    data.tokenizer.save_pretrained(str(search_dir / "tokenizer"))  # with the objective's own tokens
     return config_mod.merge(spec.base, {"tokenizer": {"path": str(search_dir / "tokenizer")}})
+
+
+def row_values(domains: list) -> list[dict] | None:
+    """Every combination of the searched row fields' values (one empty one when none is
+    searched), or None when a domain is continuous or the combinations are too many."""
+    if any(d.kind not in ("choice", "grid") for d in domains):
+        return None
+    combos = list(itertools.product(*(d.args for d in domains)))
+    if len(combos) > MAX_PREPARED_VALUES:
+        return None
+    return [dict(zip([d.field for d in domains], combo)) for combo in combos]
 
 
 # ---------------------------------------------------------------- one trial

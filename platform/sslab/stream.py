@@ -21,10 +21,11 @@ corruption on a resume as in the uninterrupted run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
 
@@ -67,6 +68,14 @@ class Stream:
     shuffle: str
     window: int
     seed: int
+    opened: tuple[pafs.FileSystem, str] | None = field(default=None, compare=False, repr=False)
+    """The filesystem holding ``root`` and its path there, opened by the driver (None: opened
+    where read). An S3 one carries the driver's endpoint and keys to the workers, whose
+    environment may lack them."""
+
+    def open(self) -> tuple[pafs.FileSystem, str]:
+        """The filesystem holding the shards and the entry's path there."""
+        return self.opened or filesystem(self.root)
 
     @property
     def rows(self) -> int:
@@ -126,7 +135,7 @@ class Stream:
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         items = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         return items.map_batches(
-            read_window, batch_size=1, batch_format="pyarrow", concurrency=READERS,
+            read_window, batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=READERS),
             fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world,
                            limit=self.rows_per_worker(world) * world))
 
@@ -135,7 +144,7 @@ def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int,
     """One window's rows for worker ``rank``: read, permuted, kept from the task's ``first``
     position, corrupted (a Ray Data task; yields batches of at most :data:`CHUNK` rows)."""
     t = task.to_pylist()[0]
-    fs, root = filesystem(stream.root)
+    fs, root = stream.open()
     table = pa.concat_tables([pq.read_table(f"{root}/{path}", filesystem=fs) for path in t["files"]])
     window = Window(t["index"], (), t["start"], table.num_rows)
     positions = window.start + np.arange(table.num_rows)

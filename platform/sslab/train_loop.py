@@ -64,9 +64,9 @@ class WorkerHook:
 class WorkerPlan:
     """Everything a training worker gets from the driver: typed, frozen and picklable."""
 
-    config: dict
-    """The resolved :class:`~sslab.config.Config` as a dict: built in the worker once the driver's
-    plug-in objectives are adopted, since a plug-in may bring its own objective config."""
+    config: config_mod.Config
+    """The run's resolved config (a plug-in objective's config pickles with it, as its class does
+    in ``plugins``)."""
     vocab: Vocab
     probe: dict | None
     """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
@@ -202,7 +202,7 @@ class Worker:
 def setup(plan: WorkerPlan) -> Worker:
     """Build (or restore) the model, optimizer and schedule."""
     adopt(plan.plugins)  # objectives registered by the driver's script
-    cfg = config_mod.build(plan.config)
+    cfg = plan.config
     ctx = ray.train.get_context()
     acc = accelerator.of_worker(cfg.scaling)
     if acc.device.type == "cpu":

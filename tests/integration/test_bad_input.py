@@ -203,7 +203,7 @@ def run(tmp_path, tokenizer_dir) -> Path:
     corpus.mkdir()
     (corpus / "good.txt").write_text("\n".join(synthetic.generate(SyntheticConfig(num_docs=300), 0, 300)["text"]))
     out = tmp_path / "run"
-    cfg = runner.as_config(None, [f"corpus.source={corpus}", f"run.out={out}", "model.preset=tiny",
+    cfg = runner.resolve(None, [f"corpus.source={corpus}", f"run.out={out}", "model.preset=tiny",
                                   "train.max_steps=5", "run.quiet=true", "train.seq_len=64", "train.batch_size=4",
                                   "train.warmup_steps=1", "eval.probe_docs=0"])
     runs.prepare(cfg)
@@ -411,7 +411,7 @@ def test_a_missing_corpus_writes_nothing_so_the_corrected_command_runs(run, tmp_
     assert main(pretrain("--corpus", str(tmp_path / "typo"), "--out", str(out))) == 1
     assert "typo' does not exist" in capsys.readouterr().err
     assert not out.exists()
-    corrected = runner.as_config(None, [f"corpus.source={tmp_path / 'corpus'}", f"run.out={out}"])
+    corrected = runner.resolve(None, [f"corpus.source={tmp_path / 'corpus'}", f"run.out={out}"])
     assert runs.prepare(corrected) == out  # not refused as "a different config"
 
 
@@ -423,7 +423,7 @@ def test_a_start_that_fails_in_ray_leaves_no_config_or_tokenizer_behind(ray_clus
     assert main([*argv, "--corpus", str(tmp_path / "blank.txt")]) == 1  # trains a tokenizer on nothing, then fails
     assert "is empty after cleaning" in capsys.readouterr().err
     assert not out.exists()
-    corrected = runner.as_config(None, [f"corpus.source={tmp_path / 'good.txt'}", f"run.out={out}"])
+    corrected = runner.resolve(None, [f"corpus.source={tmp_path / 'good.txt'}", f"run.out={out}"])
     runs.prepare(corrected)  # not refused; and the run will train its tokenizer on the good corpus
     assert not (out / "tokenizer").exists()
 
@@ -455,7 +455,7 @@ def test_each_worker_must_fit_on_one_node_and_the_nodes_hold_them_all(bundle, wo
 
 
 def test_an_autoscaler_without_published_node_types_is_waited_for_not_refused(monkeypatch, caplog):
-    cfg = runner.as_config(None, ["scaling.num_workers=64", "scaling.use_gpu=false"])
+    cfg = runner.resolve(None, ["scaling.num_workers=64", "scaling.use_gpu=false"])
     monkeypatch.setattr(capacity, "published_node_types", lambda: [])
     monkeypatch.setattr(capacity, "autoscaler_running", lambda: True)
     with caplog.at_level(logging.INFO, logger="sslab"):

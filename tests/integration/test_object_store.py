@@ -174,11 +174,20 @@ def test_pretrain_refuses_a_bad_s3_corpus_before_it_writes_anything(s3, tiny, tm
 
 
 @pytest.mark.slow
-def test_an_s3_jsonl_corpus_trains(s3, tiny, tmp_path):
-    source = f"s3://{BUCKET}/web/"
-    result = sslab.pretrain(load(overrides=tiny(tmp_path / "run", f"corpus.source={source}",
+def test_an_s3_jsonl_corpus_trains_from_a_data_cache_in_s3(s3, tiny, tmp_path):
+    # The prepared rows go to the bucket too, and the training stream's read tasks (Ray workers
+    # without the driver's S3 settings) read them back with the driver's endpoint and keys.
+    source, cache = f"s3://{BUCKET}/web/", f"s3://{BUCKET}/cache"
+    result = sslab.pretrain(load(overrides=tiny(tmp_path / "run", f"corpus.source={source}", f"data.cache_dir={cache}",
                                                 "corpus.label_field=topic", "eval.probe_docs=50", "eval.max_blocks=32",
                                                 "train.max_steps=5", "train.warmup_steps=1", "train.log_every=5")))
     assert result.summary["steps"] == 5
     assert all(math.isfinite(v) for v in result.summary["metrics"].values()), result.summary["metrics"]
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["corpus"]["source"] == source
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
+        Bucket=BUCKET, Prefix="cache/data/")["Contents"]]
+    (manifest,) = [k for k in keys if k.endswith("/manifest.json")]
+    assert any(k.endswith(".parquet") and "/train/" in k for k in keys), keys
+    found = sslab.prepare(overrides=tiny(tmp_path / "again", f"corpus.source={source}", f"data.cache_dir={cache}",
+                                         "corpus.label_field=topic", "eval.probe_docs=50", "eval.max_blocks=32"))
+    assert found.hit and found.entry.uri == f"{cache}/data/{manifest.split('/')[2]}"

@@ -606,3 +606,15 @@ def test_asha_says_when_a_rung_falls_between_evaluations(caplog):
     message = caplog.records[-1].getMessage()
     assert "train.eval_every=1000" in message and "[1250, 5000, 20000]" in message, message
     assert "decided at steps [2000, 5000, 20000]" in message, message
+
+
+def test_a_search_prepares_every_combination_of_its_categorical_row_fields_and_no_continuous_one():
+    from sslab.search import MAX_PREPARED_VALUES, row_values
+
+    assert row_values([]) == [{}]  # no row field searched: the base's rows, once
+    seq, vocab = Domain("train.seq_len", "grid", (64, 128)), Domain("tokenizer.vocab_size", "choice", (1000, 2000))
+    assert row_values([seq, vocab]) == [{"train.seq_len": s, "tokenizer.vocab_size": v}
+                                        for s in (64, 128) for v in (1000, 2000)]
+    assert row_values([Domain("train.seq_len", "randint", (64, 129))]) is None  # each trial prepares its own
+    many = Domain("train.seq_len", "choice", tuple(range(32, 32 + MAX_PREPARED_VALUES + 1)))
+    assert row_values([many]) is None
