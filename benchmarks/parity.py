@@ -39,8 +39,9 @@ Repetitions train every side again with the next seed (`train.seed` = the HF see
 
     python benchmarks/parity.py [--size smoke|full] [--reps 1]
 
-`smoke`: 0.3 MB, 20 steps of 8 blocks each side (about 40 s on 2 cores). `full`: 9 MB, 400 steps
-of 32 blocks (about 20 minutes on 2 cores).
+`smoke`: 0.3 MB, 20 steps of 8 blocks each side (29 s on 2 cores, imports included). `full`: 9 MB,
+400 steps of 32 blocks (35 minutes on 2 cores that other jobs shared: the four trainings took 12, 9,
+8 and 5 minutes; on an idle machine expect less).
 """
 from __future__ import annotations
 
