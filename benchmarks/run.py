@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("data_pipeline", "training", "search", "trial_overhead", "scale", "gpu")
+SCRIPTS = ("data_pipeline", "training", "search", "trial_overhead", "scale", "parity", "gpu")
 # Figures whose definition changed, by their old name (each was renamed): a JSON that still holds
 # one was measured the old way, and RESULTS.md says so until the script is run again.
 REDEFINED = {

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.bench]
 RUN = Path(__file__).parents[2] / "benchmarks" / "run.py"
 
 
-@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "trial_overhead", "scale", "gpu"])
+@pytest.mark.parametrize("script", ["data_pipeline", "training", "search", "trial_overhead", "scale", "parity", "gpu"])
 def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     out, md = tmp_path / "results", tmp_path / "RESULTS.md"
     subprocess.run([sys.executable, str(RUN), "--only", script, "--size", "smoke", "--reps", "1",
@@ -46,6 +46,9 @@ def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
         for part in ("imports and unpickling", "model build", "first batch and step", "evaluation", "checkpoint",
                      "export", "Train controller and worker group", "fixed cost"):
             assert f"| {part} |" in table, part
+    if script == "parity":  # MLM and CLM, each against its HF recipe in both block formats, lower is better
+        assert len(figures) == 4 and all(f["lower_is_better"] and f["goal"] == 1.0 for f in figures.values())
+        assert {name.rsplit(", ", 1)[1] for name in figures} == {"HF group_texts blocks", "sslab packed blocks"}
     if script == "gpu" and not result["params"]["peak_flops"]:
         assert any("MFU not measured" in note for note in result["notes"])
     else:
