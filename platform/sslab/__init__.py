@@ -12,7 +12,7 @@
 """
 from sslab.config import Config
 from sslab.config import load as load_config
-from sslab.errors import ConfigError, CorpusError, RunError, SslabError
+from sslab.errors import ConfigError, CorpusError, DirectoryInUse, RunError, SslabError
 
 
 def resolve(config=None, overrides=None):
@@ -52,6 +52,6 @@ def tune(spec, **kwargs):
     return _tune(spec, **kwargs)
 
 
-__all__ = ["Config", "ConfigError", "CorpusError", "RunError", "SslabError", "load_config", "prepare", "pretrain",
-           "resolve", "train", "tune"]
+__all__ = ["Config", "ConfigError", "CorpusError", "DirectoryInUse", "RunError", "SslabError", "load_config", "prepare",
+           "pretrain", "resolve", "train", "tune"]
 __version__ = "0.1.0"

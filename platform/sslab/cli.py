@@ -324,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except SslabError as e:
-        message = str(find_sslab_error(e) or e).strip().splitlines()
+        ours = find_sslab_error(e) or e
+        message = str(ours).strip().splitlines()
         print(f"sslab: error: {message[0] if message else type(e).__name__}", file=sys.stderr)
-        return 1
+        return ours.exit_code  # 1; 2 when another command owns the directory
     except KeyboardInterrupt:
         print("sslab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -1,8 +1,15 @@
-"""The errors sslab raises for bad input. The CLI prints their message on one line and exits 1."""
+"""The errors sslab raises for bad input. The CLI prints their message on one line and exits
+with the error's ``exit_code``: 1, or 2 when the directory is another command's."""
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class SslabError(Exception):
     """Base of every error caused by the user's input rather than a bug."""
+
+    exit_code = 1
+    """The ``sslab`` command's exit status when this error stops it."""
 
     def __init__(self, message: str = ""):
         super().__init__(message)
@@ -23,6 +30,27 @@ class CorpusError(SslabError):
 
 class RunError(SslabError):
     """A run cannot start or continue (e.g. its directory holds an incompatible run)."""
+
+
+class DirectoryInUse(RunError):
+    """Another sslab process owns the run, search or prepared-data directory (:mod:`sslab.owner`):
+    wait for it to end, or choose another ``--out``. ``pid`` and ``host`` name the owner (None
+    when it had not written them yet)."""
+
+    exit_code = 2
+
+    def __init__(self, directory: str | Path, pid: int | None, host: str | None):
+        self.directory, self.pid, self.host = Path(directory), pid, host
+        super().__init__(f"{directory} is in use by another sslab command ({describe_owner(pid, host)}); "
+                         f"wait for it to end, or choose another --out")
+
+    def __reduce__(self):  # Ray pickles a task's error with its constructor's arguments
+        return type(self), (self.directory, self.pid, self.host)
+
+
+def describe_owner(pid: int | None, host: str | None) -> str:
+    """``pid 4242 on gpu-3``: who owns a directory."""
+    return f"pid {pid} on {host}" if pid is not None else "a process that has not yet written its pid"
 
 
 def first_worker_error(exc: BaseException) -> str:

@@ -8,9 +8,11 @@ is never stale; the manifest, written atomically once every shard is in place, i
 entry exist, so a preparation killed midway leaves nothing that looks complete. Counts (rows,
 tokens) are read from the manifest, never from a pass over the data.
 
-Two preparations of one key at once do not collide: each writes its shards under a directory
-of its own (``attempt-<uuid>``) and names them in the manifest it writes, so whichever manifest
-lands last names complete shards. Streaming the shards in training order is :mod:`sslab.stream`.
+Two preparations of one key at once tokenise it once: on a local or NFS cache the entry has one
+owner (:mod:`sslab.owner`), and the second waits for it and finds its entry. Even without that
+lock (object storage has none) they do not collide: each writes its shards under a directory of
+its own (``attempt-<uuid>``) and names them in the manifest it writes, so whichever manifest lands
+last names complete shards. Streaming the shards in training order is :mod:`sslab.stream`.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 import ray.data
 from ray.data.datasource import FilenameProvider
 
-from sslab import progress
+from sslab import owner, progress
 from sslab.config import DataConfig
 from sslab.errors import RunError
 
@@ -245,7 +247,29 @@ def write(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.da
     Unless ``quiet``, and where Ray Data draws no bars (outside a terminal), a line every
     :data:`WATCH_EVERY_S` seconds says how far each split's writing is: rows and MB written, rows/s
     and, for the training split, an ETA from the rows that ``val_fraction`` of the documents gave
-    ("val" is written first for that)."""
+    ("val" is written first for that).
+
+    On a local or NFS cache the entry is this call's while it writes: another preparation of
+    ``key`` under way is waited for, and the entry it wrote returned (nothing is tokenised)."""
+    if "://" in root:  # object storage: no lock, and no harm but the work done twice
+        return write_entry(root, key, unit, seq_len, splits, shard_rows, quiet, probe, val_fraction)
+    entry_dir = Path(root) / "data" / key
+
+    def waiting(who: str) -> None:
+        progress.say(f"prepared data: {entry_dir} is being written by {who}; waiting for it", quiet)
+
+    with owner.hold(entry_dir, f"the data cache entry {entry_dir}", wait_s=None, waiting=waiting):
+        found = find(root, key)
+        if found is not None:
+            progress.say(f"prepared data: found {found.uri}, written meanwhile by another command; "
+                         f"nothing to tokenise", quiet)
+            return found
+        return write_entry(root, key, unit, seq_len, splits, shard_rows, quiet, probe, val_fraction)
+
+
+def write_entry(root: str, key: str, unit: str, seq_len: int, splits: dict[str, ray.data.Dataset], shard_rows: int,
+                quiet: bool, probe: ray.data.Dataset | None, val_fraction: float | None) -> Entry:
+    """:func:`write`'s work, whoever else writes ``key``."""
     fs, path = filesystem(root)
     attempt = f"attempt-{uuid.uuid4().hex[:12]}"
     entry = f"{path}/data/{key}"

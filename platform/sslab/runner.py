@@ -80,7 +80,8 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
 
     The three stages in a row, :func:`resolve`, :func:`prepare` (into the run directory) and
     :func:`train`. Rerunning with the same ``run.out`` resumes from that directory's last
-    checkpoint. Bad input fails before Ray starts and before anything is written where it can be
+    checkpoint; while a run lives its directory is its own, and another one there raises
+    :class:`~sslab.errors.DirectoryInUse` before it touches anything (:mod:`sslab.owner`). Bad input fails before Ray starts and before anything is written where it can be
     checked there (config, corpus files, a tokenizer ``model.init_from`` cannot read, the run
     directory); a start that fails later (the cluster can never hold the workers, the corpus is
     empty once cleaned) leaves the run directory as it found it.
@@ -96,7 +97,8 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     cluster.check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
                              cluster.asked(cfg.scaling))
-    with progress.quiet_libraries(cfg.run.quiet):  # a trial's run: Ray's chatter off
+    # quiet: a trial's run keeps Ray's chatter off; owned: the run directory is this call's until it returns.
+    with progress.quiet_libraries(cfg.run.quiet), runs.owned(cfg, restart=hooks.restart > 0):
         with opening(cfg, hooks) as run_dir:
             data = prepare_in(cfg, run_dir)
         progress.mark("data.ready")
@@ -285,12 +287,12 @@ def load_probe(cfg: Config, entry: prepared.Entry, tok) -> dict | None:
 
 def train(data: Prepared, hooks: RunHooks | None = None) -> RunResult:
     """Stage 3: train on ``data`` in its config's run directory (``run.out``: opened, or resumed
-    from its last checkpoint, as :func:`pretrain` does), on a Ray Train worker group or in this
-    process, then export the model and write ``summary.json``."""
+    from its last checkpoint, as :func:`pretrain` does, and its own until this returns), on a Ray
+    Train worker group or in this process, then export the model and write ``summary.json``."""
     hooks, started = hooks or RunHooks(), time.time()
     cfg = data.config
     tracking.check(cfg)
-    with progress.quiet_libraries(cfg.run.quiet):
+    with progress.quiet_libraries(cfg.run.quiet), runs.owned(cfg, restart=hooks.restart > 0):
         with opening(cfg, hooks) as run_dir:
             if not (run_dir / "tokenizer").is_dir():  # where a resume finds the run's tokenizer
                 data.tokenizer.save_pretrained(str(run_dir / "tokenizer"))

@@ -2,7 +2,8 @@
 
 A directory that already holds a run resumes it, but only with a compatible config: changing
 what shapes the model or the data under a run's checkpoints would silently mix two runs.
-A start that fails before training leaves the directory as it found it (:func:`starting`).
+A start that fails before training leaves the directory as it found it (:func:`starting`), and
+a run has one owner for its whole life (:func:`owned`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from sslab import checkpoint
+from sslab import checkpoint, owner
 from sslab.config import Config
 from sslab.errors import RunError
 
@@ -44,6 +45,18 @@ def config_changes(old: dict, new: dict) -> list[str]:
 def directory(cfg: Config) -> Path:
     """The run directory ``run.out`` names (absolute)."""
     return Path(cfg.run.out).expanduser().resolve()
+
+
+RESTART_WAIT_S = 120.0
+"""How long a PBT restart waits for the process of its trial's previous attempt to end (Tune
+stops that one as it restarts the trial, and its lock goes with it)."""
+
+
+def owned(cfg: Config, restart: bool = False):
+    """Own the run directory while the run lives (:func:`sslab.owner.hold`): another command
+    on it is refused with :class:`~sslab.errors.DirectoryInUse` before it touches anything
+    there. ``restart``: a PBT restart, which waits for its trial's previous attempt to let go."""
+    return owner.hold(directory(cfg), f"run.out={cfg.run.out!r}", RESTART_WAIT_S if restart else 0.0)
 
 
 def prepare(cfg: Config, replace: bool = False) -> Path:

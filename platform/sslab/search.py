@@ -25,7 +25,7 @@ from pathlib import Path
 import ray
 import yaml
 
-from sslab import capacity, cluster, corpus, prepared, progress, runner
+from sslab import capacity, cluster, corpus, owner, prepared, progress, runner
 from sslab import config as config_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
@@ -56,7 +56,8 @@ class SearchResult:
 def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides: list[str] | None = None,
          **fields) -> SearchResult:
     """Run the search ``spec`` (a shipped name like ``"mlm_masking"``, a YAML path, a mapping or a
-    :class:`SearchSpec`) into ``out``; ``resume=True`` continues an interrupted one.
+    :class:`SearchSpec`) into ``out``; ``resume=True`` continues an interrupted one. While it runs
+    ``out`` is its own: another search there raises :class:`~sslab.errors.DirectoryInUse`.
 
     ``overrides`` (``["model.preset=tiny"]``) and keyword ``fields`` (``num_samples=4``, or
     ``**{"train.max_steps": 200}``; ``__`` stands for ``.``) set search keys or the base config.
@@ -66,19 +67,22 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     check_corpora(spec)
     prepared.check_writable(prepared.cache_root(spec.base_config().data))
     check_machine(spec)
-    search_dir = prepare_dir(spec, out, resume)
-    init_ray(spec)
-    concurrent = concurrency(spec)
-    base = config_mod.merge(prepared_once(spec, search_dir), {"scaling": spec.scaling()})
-    setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
-                       metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins(),
-                       downstream=spec.downstream)
-    tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
-    grid = tuner.fit()
-    table = results_table(grid, spec)
-    table.to_csv(search_dir / "results.csv", index=False)
-    best = export_best(table, search_dir)
-    return SearchResult(search_dir, table, best, write_report(search_dir))
+    search_dir = directory_of(spec, out)
+    # The search directory is this call's until it returns (each trial owns its run directory).
+    with owner.hold(search_dir, f"--out {str(search_dir)!r}"):
+        prepare_dir(spec, search_dir, resume)
+        init_ray(spec)
+        concurrent = concurrency(spec)
+        base = config_mod.merge(prepared_once(spec, search_dir), {"scaling": spec.scaling()})
+        setup = TrialSetup(base=base, params=[d.field for d in spec.domains], search_dir=str(search_dir),
+                           metric=spec.metric, pbt=spec.scheduler.name == "pbt", plugins=plugins(),
+                           downstream=spec.downstream)
+        tuner = build_tuner(spec, setup, search_dir, concurrent, resume)
+        grid = tuner.fit()
+        table = results_table(grid, spec)
+        table.to_csv(search_dir / "results.csv", index=False)
+        best = export_best(table, search_dir)
+        return SearchResult(search_dir, table, best, write_report(search_dir))
 
 
 def write_report(search_dir: Path) -> Path | None:
@@ -95,9 +99,14 @@ def write_report(search_dir: Path) -> Path | None:
 # ---------------------------------------------------------------- before Ray
 
 
-def prepare_dir(spec: SearchSpec, out, resume: bool) -> Path:
-    """Create the search directory; refuse to mix two searches or to resume what is not there."""
-    search_dir = Path(out or f"runs/{spec.name}").expanduser().resolve()
+def directory_of(spec: SearchSpec, out) -> Path:
+    """The search directory: ``out``, else ``runs/<space name>`` (absolute)."""
+    return Path(out or f"runs/{spec.name}").expanduser().resolve()
+
+
+def prepare_dir(spec: SearchSpec, search_dir: Path, resume: bool) -> None:
+    """Write ``search.yaml`` into the (owned) search directory; refuse to mix two searches or to
+    resume what is not there."""
     saved = search_dir / "search.yaml"
     text = yaml.safe_dump(spec_dict(spec), sort_keys=False)
     if resume:
@@ -109,11 +118,9 @@ def prepare_dir(spec: SearchSpec, out, resume: bool) -> Path:
     elif (search_dir / "tune").exists():
         raise RunError(f"{search_dir} already holds a search: pass --resume to continue it, or choose another --out")
     try:
-        search_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(text)
     except OSError as e:
         raise RunError(f"--out {str(search_dir)!r} is not a writable directory ({e.strerror})") from None
-    return search_dir
 
 
 def check_corpora(spec: SearchSpec) -> None:

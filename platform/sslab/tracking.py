@@ -2,10 +2,12 @@
 Weights & Biases on request, through Ray's own integrations (``setup_mlflow``, ``setup_wandb``).
 
 A resumed run continues the same MLflow and W&B run (their ids are kept in the run directory),
-and TensorBoard drops the events logged after the checkpoint it resumed from.
+and TensorBoard drops the events logged after the checkpoint it resumed from; so does
+``metrics.jsonl`` its rows (:func:`cut_history`), so each holds one row per step.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -14,6 +16,7 @@ from sslab.config import Config
 from sslab.errors import ConfigError
 from sslab.protocol import is_fixed_protocol
 
+HISTORY = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_ID_FILE = ".mlflow_run_id"
 WANDB_ID_FILE = ".wandb_run_id"
@@ -49,6 +52,7 @@ class Tracker:
         if rank != 0:
             return
         run_dir = Path(run_dir)
+        cut_history(run_dir, start_step)  # as purge_step does below: the steps after it are logged again
         if cfg.track.tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -68,6 +72,32 @@ class Tracker:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+def cut_history(run_dir: str | Path, step: int) -> None:
+    """Cut ``metrics.jsonl`` back to its rows of steps up to ``step``, the checkpoint a run resumes
+    from: the attempt that died logged the later ones, and this one logs them again. A torn line
+    (a kill mid-write) goes too. The cut file replaces the old one whole (written beside it, then
+    renamed), so a reader never sees half of it; a file with nothing to cut is left untouched."""
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and step_of(line) is not None and step_of(line) <= step]
+    if kept == lines:
+        return
+    tmp = path.with_name(f".{HISTORY}.{uuid.uuid4().hex}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def step_of(line: str) -> int | None:
+    """The step a ``metrics.jsonl`` line logged, or None for a line that is not a whole row."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
 
 
 class TensorBoard:

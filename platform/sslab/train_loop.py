@@ -304,7 +304,7 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float, world: i
 
 
 def append_history(run_dir: str, metrics: dict) -> None:
-    """Append one report to ``metrics.jsonl`` (after a resume a step may appear twice: last wins)."""
+    """Append one report to ``metrics.jsonl`` (a resumed run's Tracker first cut it back: one row per step)."""
     with open(Path(run_dir) / "metrics.jsonl", "a") as f:
         f.write(json.dumps(metrics) + "\n")
 
