@@ -16,7 +16,7 @@ from sslab.config import load
 from sslab.errors import RunError
 
 from faults import kill_while_copying_checkpoint
-from watch import When, losses, registered, steps_logged, train_workers
+from watch import CutBack, When, losses, registered, rows, steps_logged, train_workers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -41,20 +41,26 @@ def uninterrupted(nodes, overrides, tmp_path_factory):
     return result, seen
 
 
-def past_checkpoint(run_dir):
-    """Ready to strike: the step-10 checkpoint is registered and training went on past it."""
-    return lambda: "checkpoint_00000010" in registered(run_dir) and max(steps_logged(run_dir), default=0) >= 14
+def past_checkpoint(run_dir, seen: dict):
+    """Ready to strike: the step-10 checkpoint is registered and training went on past it. The
+    rows logged by then go to ``seen["rows"]``."""
+    def ready():
+        logged = rows(run_dir)
+        if "checkpoint_00000010" in registered(run_dir) and max((r["step"] for r in logged), default=0) >= 14:
+            seen["rows"] = logged
+            return True
+        return False
+    return ready
 
 
-def restarted(steps: list[int]) -> bool:
-    return any(b <= a for a, b in zip(steps, steps[1:]))
-
-
-def assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted):
-    steps = steps_logged(run_dir)
-    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert steps[restart] == EVERY + 1, steps  # from the last complete checkpoint, not from 0
-    assert steps[-1] == STEPS and sorted(set(steps)) == list(range(1, STEPS + 1))
+def assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted, before: list[dict]):
+    """``before``: the rows the run had logged before the fault, past step 10."""
+    logged = rows(run_dir)
+    assert [r["step"] for r in logged] == list(range(1, STEPS + 1))  # one row per step
+    # From the last complete checkpoint, not from 0: the rows up to 10 are the first attempt's,
+    # and the restart logged the steps after it again, with the same losses.
+    assert logged[:EVERY] == before[:EVERY] and len(before) > EVERY
+    assert logged[EVERY]["wall_time"] > before[-1]["wall_time"]
     assert losses(run_dir) == losses(uninterrupted.run_dir)  # same data, masks and dropout after the resume
 
 
@@ -67,8 +73,8 @@ def test_a_two_worker_run_places_a_worker_on_each_node_and_finishes(nodes, unint
 def test_losing_a_node_with_a_failure_left_resumes_from_the_last_checkpoint(nodes, overrides, uninterrupted,
                                                                             tmp_path):
     run_dir = tmp_path / "run"
-    lost = nodes.workers[1]
-    strike = When(past_checkpoint(run_dir), lambda: nodes.remove(lost))
+    lost, seen = nodes.workers[1], {}
+    strike = When(past_checkpoint(run_dir, seen), lambda: nodes.remove(lost))
     strike.start()
     try:
         result = sslab.pretrain(load(overrides=overrides(run_dir, "scaling.max_failures=1")))
@@ -77,13 +83,13 @@ def test_losing_a_node_with_a_failure_left_resumes_from_the_last_checkpoint(node
         nodes.refill()
     assert strike.done, strike.error
     assert result.summary["steps"] == STEPS
-    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0])
+    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0], seen["rows"])
 
 
 def test_losing_a_node_without_failures_left_stops_with_one_line_and_the_checkpoint_loads(nodes, overrides,
                                                                                          tmp_path):
     run_dir = tmp_path / "run"
-    strike = When(past_checkpoint(run_dir), lambda: nodes.remove(nodes.workers[1]))
+    strike = When(past_checkpoint(run_dir, {}), lambda: nodes.remove(nodes.workers[1]))
     strike.start()
     try:
         with pytest.raises(RunError, match="training failed") as failed:
@@ -101,13 +107,14 @@ def test_losing_a_node_without_failures_left_stops_with_one_line_and_the_checkpo
 
 def test_a_killed_worker_process_resumes_from_the_last_checkpoint(nodes, overrides, uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
-    strike = When(past_checkpoint(run_dir), lambda: os.kill(train_workers()[-1].pid, signal.SIGKILL))
+    seen = {}
+    strike = When(past_checkpoint(run_dir, seen), lambda: os.kill(train_workers()[-1].pid, signal.SIGKILL))
     strike.start()
     result = sslab.pretrain(load(overrides=overrides(run_dir, "scaling.max_failures=1")))
     strike.join(1)
     assert strike.done, strike.error
     assert result.summary["steps"] == STEPS
-    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0])
+    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0], seen["rows"])
 
 
 def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(nodes, overrides, uninterrupted,
@@ -119,7 +126,8 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_on
         partial["files"] = {p.name: p.stat().st_size for p in (run_dir / "checkpoint_00000020").iterdir()}
         partial["latest"] = checkpoint.latest(run_dir)
 
-    spy = When(lambda: restarted(steps_logged(run_dir)), record_partial)
+    cut_back = CutBack(run_dir)
+    spy = When(cut_back, record_partial)
     spy.start()
     result = sslab.pretrain(load(overrides=overrides(run_dir, "scaling.max_failures=1")),
                             hooks=kill_while_copying_checkpoint(20))
@@ -129,6 +137,6 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_on
     # resume chose step 10's complete checkpoint over it.
     assert sum(partial["files"].values()) < 256 * 2**20, partial
     assert partial["latest"] == run_dir / "checkpoint_00000010", partial
-    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0])
+    assert_resumed_after_step_10_as_if_uninterrupted(run_dir, uninterrupted[0], cut_back.before)
     state = checkpoint.read_state(run_dir / "checkpoint_00000020")  # written again, whole, by the resumed run
     assert state["counters"]["step"] == 20

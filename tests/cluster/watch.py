@@ -12,10 +12,31 @@ def steps_logged(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def rows(run_dir: Path) -> list[dict]:
+    """The rows logged so far (a line being written is not one yet)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("\n")]
+
+
 def losses(run_dir: Path) -> dict[int, float]:
-    """Loss per step; after a resume a step repeats, and the last one logged wins."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows}
+    """Loss per step (one row per step, also after a resume)."""
+    return {r["step"]: r["loss"] for r in rows(run_dir)}
+
+
+class CutBack:
+    """Ready once ``metrics.jsonl`` holds fewer rows than it did: a restart cut it back to the
+    checkpoint it resumed from. ``before``: the rows it held just before."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.before = run_dir, []
+
+    def __call__(self) -> bool:
+        logged = rows(self.run_dir)
+        if len(logged) < len(self.before):
+            return True
+        self.before = logged
+        return False
 
 
 def registered(run_dir: Path) -> list[str]:

@@ -23,7 +23,7 @@ def rows(run_dir) -> list[dict]:
 
 
 def losses(run_dir) -> dict[int, float]:
-    """Each logged step's loss; after a resume a step appears twice, and the last row wins."""
+    """Each logged step's loss (one row per step, also after a resume)."""
     return {r["step"]: r["loss"] for r in rows(run_dir)}
 
 

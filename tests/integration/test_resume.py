@@ -1,6 +1,6 @@
 """Resume equivalence (torchtitan-style): a run that crashes and is rerun from its last checkpoint
-produces the losses an uninterrupted run would have produced, step for step; and its tracking
-(TensorBoard, MLflow, W&B) shows one run with each step once. Both runs train their own tokenizer
+produces the losses an uninterrupted run would have produced, step for step; and its
+``metrics.jsonl`` and tracking (TensorBoard, MLflow, W&B) show one run with each step once. Both runs train their own tokenizer
 in a fresh run directory, so they also show that one config and seed give one run: the same
 tokenizer, byte for byte, and the same losses."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ STEPS, EVERY, CRASH = 30, 10, 15
 
 
 def losses(run_dir) -> dict[int, float]:
-    """Loss per step from metrics.jsonl; after a resume a step may repeat, and the last wins."""
+    """Loss per step from metrics.jsonl (one row per step, also after a resume)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows}
 
@@ -53,22 +53,26 @@ def crashed_and_rerun(overrides, tmp_path_factory):
                                    "track.wandb_mode=offline"))
     with pytest.raises(RunError, match="injected failure"):
         sslab.pretrain(cfg, hooks=crash_before_step(CRASH))
-    crashed_at = max(losses(root / "run"))
+    crashed = (root / "run" / "metrics.jsonl").read_text()
     resumed = sslab.pretrain(cfg)  # the same command again
     lines = (root / "run" / "metrics.jsonl").read_text()
     again = sslab.pretrain(cfg)  # a finished run: nothing to train, the same model exported again
-    return SimpleNamespace(root=root, run_dir=root / "run", crashed_at=crashed_at, resumed=resumed, lines=lines,
+    return SimpleNamespace(root=root, run_dir=root / "run", crashed=crashed, resumed=resumed, lines=lines,
                            again=again)
 
 
 def test_rerunning_a_crashed_run_resumes_after_its_last_checkpoint_with_identical_losses(
         crashed_and_rerun, uninterrupted):
     run = crashed_and_rerun
-    assert run.crashed_at == CRASH
+    crashed = [json.loads(line) for line in run.crashed.splitlines()]
+    assert [r["step"] for r in crashed] == list(range(1, CRASH + 1))  # logged past its last checkpoint (10)
     assert run.resumed.summary["steps"] == STEPS
     rows = [json.loads(line) for line in run.lines.splitlines()]
-    # The rerun starts at the step after the last checkpoint (10), not at 0 and not at the crash.
-    assert [r["step"] for r in rows][CRASH:CRASH + 2] == [EVERY + 1, EVERY + 2]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # one row per step: 11 to 15 are not repeated
+    # The rerun starts at the step after the last checkpoint (10), not at 0 and not at the crash:
+    # it kept the crashed attempt's rows up to 10 and logged 11 to 15 again.
+    assert rows[:EVERY] == crashed[:EVERY]
+    assert all(row["wall_time"] > crashed[-1]["wall_time"] for row in rows[EVERY:CRASH])
     expected, got = losses(uninterrupted.run_dir), losses(run.run_dir)
     assert got == expected  # bit for bit on CPU: same data, masks, dropout and optimizer state
     assert run.resumed.summary["metrics"]["eval_mlm_loss"] == uninterrupted.summary["metrics"]["eval_mlm_loss"]
@@ -83,8 +87,8 @@ def test_two_fresh_runs_with_one_config_and_seed_train_the_same_tokenizer_and_lo
     first = [json.loads(line) for line in (uninterrupted.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in first] == list(range(1, STEPS + 1))
     # Before the crash, the two runs had logged the same losses, step for step.
-    crashed_rows = [json.loads(line) for line in crashed_and_rerun.lines.splitlines()][:CRASH - 1]
-    assert [row["loss"] for row in crashed_rows] == [row["loss"] for row in first[:CRASH - 1]]
+    crashed_rows = [json.loads(line) for line in crashed_and_rerun.crashed.splitlines()]
+    assert [row["loss"] for row in crashed_rows] == [row["loss"] for row in first[:CRASH]]
 
 
 # ---------------------------------------------------------------- tracking across the crash
