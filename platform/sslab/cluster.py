@@ -5,9 +5,11 @@ or the cluster, and every node sees the run directory. The arithmetic of what fi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import socket
 from pathlib import Path
 
 import ray
@@ -54,32 +56,51 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float,
     ``address="local"``: without it Ray joins any cluster `ray start` left here, and refuses
     ``num_cpus`` for it. ``simulated_gpus``: GPUs the run needs though the machine has none
     (``scaling.simulate_gpu``); the local Ray declares that many, and at least one per CPU so that
-    a later simulated run in the same process fits too, as ``ray start --num-gpus`` would."""
+    a later simulated run in the same process fits too, as ``ray start --num-gpus`` would.
+
+    A private Ray stays apart from any other on the machine (:func:`own_state_api`)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
         return
-    from ray._private import services
-
-    try:
-        others = services.find_gcs_addresses()
-    finally:
-        services.find_gcs_addresses.cache_clear()  # Ray caches the answer, and ours is about to start
-    if others:
-        # Ray Train's clean-up after a run ended abruptly (a trial ASHA stops) finds the cluster
-        # through the State API, which refuses to guess between two local Rays: the stopped run's
-        # placement group is never freed, and the search stalls.
-        log.warning("another Ray runs on this machine (GCS at %s): Ray Train cannot free a stopped trial's "
-                    "resources while two run here ('Found multiple active Ray instances'), so a search may "
-                    "stall; run one at a time, or start one Ray (ray start --head) and point every command at "
-                    "it with RAY_ADDRESS", ", ".join(sorted(others)))
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
     gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
     num_cpus = max(capacity.machine_cpus(), needed)
-    ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
-             _system_config=capacity.warm_workers(num_cpus), **gpus)
+    port = free_port()
+    with own_state_api(port):
+        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, dashboard_port=port,
+                 _system_config=capacity.warm_workers(num_cpus), **gpus)
+
+
+@contextlib.contextmanager
+def own_state_api(dashboard_port: int):
+    """Point the processes of the Ray started in this block at their own dashboard for Ray's State API.
+
+    Ray Train's placement-group cleaner asks the State API, from a process of the cluster, whether
+    a run's controller still lives. Without ``RAY_API_SERVER_ADDRESS`` (or ``RAY_ADDRESS``) the
+    State API finds its cluster by looking for GCS processes on the machine, and beside a second
+    local Ray it fails with "Found multiple active Ray instances" (ray-project/ray#65443): a
+    traceback in the log, and a stopped run's placement group never freed. Every process of the
+    Ray inherits the variable from the raylet, which inherits it from this process as it starts;
+    this process gets its environment back after."""
+    key, before = "RAY_API_SERVER_ADDRESS", os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ[key] = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def use_gpu(cfg: Config) -> bool:

@@ -1,15 +1,16 @@
 """Joining a Ray or starting a private local one: an address (``run.ray_address``, else
 ``RAY_ADDRESS``) is joined; without one a local Ray of this machine's CPUs starts (one more for
 Ray Data when the workers fill them), workers that need more CPUs than the machine has are
-refused before it starts, and another Ray on the same machine is named before it can stall a
-search (Ray Train's clean-up after a stopped trial cannot tell two local Rays apart)."""
+refused before it starts, and the Ray it starts stays apart from any other on the machine: its
+processes find their own cluster's State API (Ray Train's clean-up after a stopped run cannot
+tell two local Rays apart by itself)."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import ray
-from ray._private import services
 from ray._private import utils as ray_utils
 
 from sslab import capacity, cluster
@@ -18,20 +19,16 @@ from sslab.errors import RunError
 
 @pytest.fixture
 def ray_init(monkeypatch) -> list[dict]:
-    """ray.init's calls, with Ray down, no ``RAY_ADDRESS`` and no other Ray on this machine."""
+    """ray.init's calls, with Ray down and no ``RAY_ADDRESS``; each with the ``RAY_API_SERVER_ADDRESS``
+    the Ray it starts would inherit (under ``"env"``), and a dashboard port of 8300."""
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(
+        {**kwargs, **({"env": os.environ.get("RAY_API_SERVER_ADDRESS")} if kwargs["address"] == "local" else {})}))
+    monkeypatch.setattr(cluster, "free_port", lambda: 8300)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    running_here(monkeypatch, set())
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     return calls
-
-
-def running_here(monkeypatch, addresses: set[str]) -> None:
-    def find():
-        return addresses
-    find.cache_clear = lambda: None
-    monkeypatch.setattr(services, "find_gcs_addresses", find)
 
 
 @pytest.fixture
@@ -42,23 +39,22 @@ def cores(monkeypatch) -> int:
 
 
 def local(num_cpus: int) -> dict:
-    return {"address": "local", "num_cpus": num_cpus, "logging_level": logging.WARNING,
-            "_system_config": capacity.warm_workers(num_cpus)}
+    return {"address": "local", "num_cpus": num_cpus, "logging_level": logging.WARNING, "dashboard_port": 8300,
+            "_system_config": capacity.warm_workers(num_cpus), "env": "http://127.0.0.1:8300"}
 
 
-def test_another_local_ray_is_named_with_what_to_do(monkeypatch, caplog, ray_init, cores):
-    running_here(monkeypatch, {"10.0.0.5:6379"})
-    with caplog.at_level("WARNING", logger="sslab"):
-        cluster.join_or_start_ray(None, 2, 1)
-    assert ray_init == [local(4)]
-    message = caplog.records[-1].getMessage()
-    assert "10.0.0.5:6379" in message and "may stall" in message and "RAY_ADDRESS" in message, message
+def test_a_private_ray_finds_its_own_state_api_and_this_process_keeps_its_environment(ray_init, cores):
+    cluster.join_or_start_ray(None, 2, 1)
+    assert ray_init == [local(4)]  # its processes inherit the address of its own dashboard
+    assert "RAY_API_SERVER_ADDRESS" not in os.environ
 
 
-def test_a_machine_without_another_ray_starts_quietly(caplog, ray_init, cores):
-    with caplog.at_level("WARNING", logger="sslab"):
-        cluster.join_or_start_ray(None, 2, 1)
-    assert ray_init == [local(4)] and not caplog.records
+def test_a_free_port_is_one_nothing_listens_on():
+    import socket
+
+    port = cluster.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
 
 
 def test_workers_that_fill_the_cores_get_one_more_cpu_for_ray_data(ray_init, cores):

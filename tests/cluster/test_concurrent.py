@@ -1,0 +1,180 @@
+"""Two sslab commands at once on one machine, each a process of its own as a user starts them in two
+terminals, with no Ray running and no RAY_ADDRESS (so each starts a local Ray of its own):
+
+- the same ``--out`` twice: the second is refused within seconds, with exit code 2 and one line
+  naming the directory and the first's pid, and the first goes on;
+- the owner killed with SIGKILL after a step past its last checkpoint: the same command takes the
+  directory, resumes, and ``metrics.jsonl`` holds each step once;
+- different ``--out`` at once: both finish, and no log holds a traceback.
+
+Each run trains in a worker group (``scaling.in_process=false``): that starts Ray Train's
+placement-group cleaner, which used to print "Found multiple active Ray instances" beside another
+local Ray."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from sslab import checkpoint
+from sslab.owner import LOCK_FILE
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+STEPS = 60
+RUN = ["--corpus", "synthetic", "--preset", "tiny", "--max-steps", str(STEPS), "--quiet",
+       "corpus.synthetic.num_docs=1000", "train.seq_len=64", "train.batch_size=8", "train.warmup_steps=5",
+       "train.log_every=5", "train.checkpoint_every=10", f"train.eval_every={STEPS}", "eval.max_blocks=32",
+       "eval.probe_docs=0", "scaling.in_process=false"]
+
+
+@pytest.fixture(scope="module")
+def no_ray():
+    """No Ray in this process either: the commands' two are the only ones on the machine."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class Command:
+    """``sslab argv`` in a session of its own (it and the Ray it starts die together), logging to ``log``."""
+
+    def __init__(self, cwd: Path, name: str, *argv: str):
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.log = cwd / f"{name}.log"
+        self.started = time.monotonic()
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sslab.cli", *argv], cwd=cwd, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.log.name} still ran after {timeout_s:.0f} s:\n{self.text()[-3000:]}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def assert_clean(self) -> None:
+        text = self.text()
+        assert "Traceback" not in text and "multiple active Ray instances" not in text, text[-3000:]
+
+
+def wait_for(ready, what: str, timeout_s: float, *alive: Command) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        for c in alive:
+            assert c.proc.poll() is None, f"{c.log.name} exited ({c.proc.returncode}) before {what}:\n{c.text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
+def owner_pid(directory: Path) -> int | None:
+    try:
+        return json.loads((directory / LOCK_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("\n")]
+
+
+def refused_line(directory: Path, pid: int) -> str:
+    return (f"sslab: error: {directory} is in use by another sslab command (pid {pid} on {socket.gethostname()}); "
+            f"wait for it to end, or choose another --out")
+
+
+def test_pretrain_one_owner_per_run_directory_and_two_runs_side_by_side(no_ray, tokenizer_dir, tmp_path):
+    a, c = tmp_path / "a", tmp_path / "c"
+    run = lambda out, name: Command(tmp_path, name, "pretrain", *RUN, "--out", str(out),
+                                    f"tokenizer.path={tokenizer_dir}")
+    first, beside = run(a, "first"), run(c, "beside")  # two terminals, two --out
+    try:
+        wait_for(lambda: owner_pid(a) == first.proc.pid, "lock on the first run", 120, first)
+        second = run(a, "second")  # the same command again, by mistake
+        assert second.wait(120) == 2
+        refused_after = time.monotonic() - second.started
+        assert second.text().splitlines() == [refused_line(a, first.proc.pid)]
+        assert first.proc.poll() is None  # the first goes on
+        print(f"the second command was refused {refused_after:.1f} s after it started")
+
+        # Killed after a logged step past its last checkpoint: step 25, 35 ... is logged before 30, 40 ...
+        wait_for(lambda: any(r["step"] % 10 == 5 and r["step"] > 20 for r in rows(a)), "step past a checkpoint",
+                 600, first)
+        first.kill()
+        killed_rows, latest = rows(a), checkpoint.latest(a)
+        assert latest is not None and killed_rows[-1]["step"] > int(latest.name.split("_")[1])
+        resumed_from = int(latest.name.split("_")[1])
+
+        again = run(a, "again")  # the same command once more: the lock died with the killed one
+        assert again.wait(600) == 0, again.text()[-3000:]
+        assert beside.wait(600) == 0, beside.text()[-3000:]
+    finally:
+        for command in (first, beside):
+            command.kill()
+    logged = rows(a)
+    assert [r["step"] for r in logged] == list(range(5, STEPS + 1, 5))  # each step once
+    kept = [r for r in killed_rows if r["step"] <= resumed_from]
+    assert logged[:len(kept)] == kept  # resumed from its checkpoint, not from 0: those rows are the first's
+    assert json.loads((a / "summary.json").read_text())["steps"] == STEPS
+    assert [r["step"] for r in rows(c)] == list(range(5, STEPS + 1, 5))
+    assert "run finished" in again.text() and "run finished" in beside.text()
+    again.assert_clean()
+    beside.assert_clean()
+    assert not (a / LOCK_FILE).exists() and not (c / LOCK_FILE).exists()  # let go as they ended
+
+
+def spec_file(tmp_path: Path) -> Path:
+    """Two trials of train.lr, in worker groups, one at a time."""
+    path = tmp_path / "two_lrs.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "base": {"objective": "mlm", "corpus": "synthetic"}, "metric": "eval_mlm_loss", "mode": "min",
+        "space": {"train.lr": {"grid": [1e-3, 3e-3]}}, "num_samples": 1, "max_concurrent_trials": 1}))
+    return path
+
+
+TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=400", "train.seq_len=32", "train.batch_size=8",
+         "train.warmup_steps=2", "train.max_steps=10", "train.eval_every=10", "train.log_every=5",
+         "eval.max_blocks=16", "eval.probe_docs=0", "scaling.in_process=false"]
+
+
+def test_tune_one_owner_per_search_directory_and_two_searches_side_by_side(no_ray, tokenizer_dir, tmp_path):
+    s, t = tmp_path / "s", tmp_path / "t"
+    search = lambda out, name: Command(tmp_path, name, "tune", str(spec_file(tmp_path)), "--out", str(out), *TRIAL,
+                                       f"tokenizer.path={tokenizer_dir}")
+    first, beside = search(s, "first"), search(t, "beside")
+    try:
+        wait_for(lambda: owner_pid(s) == first.proc.pid, "lock on the first search", 120, first)
+        second = search(s, "second")
+        assert second.wait(120) == 2
+        assert second.text().splitlines() == [refused_line(s, first.proc.pid)]
+        assert first.proc.poll() is None
+        assert first.wait(900) == 0, first.text()[-3000:]
+        assert beside.wait(900) == 0, beside.text()[-3000:]
+    finally:
+        for command in (first, beside):
+            command.kill()
+    for command, out in ((first, s), (beside, t)):
+        command.assert_clean()
+        assert "search finished" in command.text()
+        trials = sorted((out / "trials").iterdir())
+        assert len(trials) == 2 and all((p / "summary.json").is_file() for p in trials)
+        assert all([r["step"] for r in rows(p)] == [5, 10] for p in trials)
+        assert not (out / LOCK_FILE).exists() and not any((p / LOCK_FILE).exists() for p in trials)
