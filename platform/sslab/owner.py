@@ -9,7 +9,8 @@ ever left stale; the file itself goes when its owner lets go.
 On a local disk this holds between any two processes of the machine. On NFSv4 (and NFSv3 with
 its lock manager) Linux turns ``flock`` into an NFS byte-range lock, which every client sees; a
 filesystem that keeps locks on one machine only (some FUSE mounts, ``nolock`` NFS mounts)
-protects a directory from a second command on the same machine only.
+protects a directory from a second command on the same machine only. (NFS's lock is a POSIX one,
+which belongs to a process: there two owners within one process do not exclude each other.)
 """
 from __future__ import annotations
 

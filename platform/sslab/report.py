@@ -87,8 +87,9 @@ def kind_of(root: Path) -> str:
 
 
 def read_metrics(run_dir) -> pd.DataFrame:
-    """The logged steps of a run, one row per step in step order (a step logged again after a
-    resume keeps its last line); empty if nothing was logged. A torn last line is skipped."""
+    """The logged steps of a run, one row per step in step order (a step logged twice, as an sslab
+    that did not cut the file back on a resume left it, keeps its last line); empty if nothing was
+    logged. A torn last line is skipped."""
     rows = []
     path = Path(run_dir) / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
