@@ -78,7 +78,7 @@ def wait_for(ready, what: str, timeout_s: float, *alive: Command) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         for c in alive:
-            assert c.proc.poll() is None, f"{c.log.name} exited ({c.proc.returncode}) before {what}:\n{c.text()[-3000:]}"
+            assert c.proc.poll() is None, f"{c.log.name} exited ({c.proc.returncode}) before {what}: {c.text()[-3000:]}"
         assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s"
         time.sleep(0.2)
 
@@ -99,7 +99,8 @@ def rows(run_dir: Path) -> list[dict]:
 def past_checkpoint(run_dir: Path) -> bool:
     """A checkpoint is registered, and the run logged a step at least 20 past it."""
     latest = checkpoint.latest(run_dir)
-    return latest is not None and max(r["step"] for r in rows(run_dir)) >= int(latest.name.split("_")[1]) + 20
+    logged = max((r["step"] for r in rows(run_dir)), default=0)
+    return latest is not None and logged >= int(latest.name.split("_")[1]) + 20
 
 
 def refused_line(directory: Path, pid: int) -> str:
