@@ -1,8 +1,8 @@
 """Resume equivalence (torchtitan-style): a run that crashes and is rerun from its last checkpoint
 produces the losses an uninterrupted run would have produced, step for step; and its
 ``metrics.jsonl`` and tracking (TensorBoard, MLflow, W&B) show one run with each step once. Both
-runs train their own tokenizer in a fresh run directory, so they also show that one config and seed give one run: the same
-tokenizer, byte for byte, and the same losses."""
+runs train their own tokenizer in a fresh run directory, so they also show that one config and
+seed give one run: the same tokenizer, byte for byte, and the same losses."""
 from __future__ import annotations
 
 import json
