@@ -96,11 +96,18 @@ def own_state_api(dashboard_port: int):
             os.environ[key] = before
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(preferred: int = 8265) -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now: ``preferred`` (Ray's usual dashboard
+    port) when it is free, else one the kernel picks."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray tests the port it is given
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RunError("no free TCP port on 127.0.0.1 for the local Ray's dashboard")
 
 
 def use_gpu(cfg: Config) -> bool:

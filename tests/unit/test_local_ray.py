@@ -49,12 +49,18 @@ def test_a_private_ray_finds_its_own_state_api_and_this_process_keeps_its_enviro
     assert "RAY_API_SERVER_ADDRESS" not in os.environ
 
 
-def test_a_free_port_is_one_nothing_listens_on():
+def test_the_dashboard_gets_rays_usual_port_when_it_is_free_and_another_when_it_is_taken():
     import socket
 
-    port = cluster.free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        port = cluster.free_port(preferred=busy)
+        assert port != busy
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free
+    assert cluster.free_port(preferred=port) == port
 
 
 def test_workers_that_fill_the_cores_get_one_more_cpu_for_ray_data(ray_init, cores):
