@@ -64,8 +64,12 @@ def acquire(path: Path, wait_s: float | None, waiting: Callable[[str], None] | N
     while True:
         fd = try_lock(path)
         if fd is not None:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            except OSError:
+                os.close(fd)
+                raise
             return fd
         if deadline is not None and time.monotonic() >= deadline:
             pid, host = owner_of(path)
