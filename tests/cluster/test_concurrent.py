@@ -70,8 +70,15 @@ class Command:
         return self.log.read_text()
 
     def assert_clean(self) -> None:
+        """No traceback in the log, and no word of another Ray. One kind is let through: Ray Train's
+        own warning, "safe to ignore" in its words, that a resource request timed out (after 5 s)
+        on an overloaded machine, which it logs with its traceback (two commands on 2 cores)."""
         text = self.text()
-        assert "Traceback" not in text and "multiple active Ray instances" not in text, text[-3000:]
+        assert "multiple active Ray instances" not in text, text[-3000:]
+        lines = text.splitlines()
+        tracebacks = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line
+                      and not (i and "Failed to send resource request" in lines[i - 1])]
+        assert not tracebacks, "\n".join(lines[tracebacks[0] - 1:tracebacks[0] + 30]) if tracebacks else ""
 
 
 def wait_for(ready, what: str, timeout_s: float, *alive: Command) -> None:
