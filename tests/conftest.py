@@ -2,13 +2,12 @@
 trained once, and the overrides of a small run."""
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
 import ray
 
-from sslab import capacity, synthetic, tokenizer
+from sslab import cluster, synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
 
 
@@ -39,12 +38,12 @@ def ray_cluster(_ray_session):
     again after a module that ran a Ray of its own, as the multi-node tests do)."""
     if not ray.is_initialized():
         # More logical CPUs than cores: Ray Data must corrupt batches beside two training workers.
-        # address="local": never join a cluster that `ray start` left on this machine. The dashboard
-        # stays: Ray Train's placement-group cleaner finds stopped runs through its State API, and
-        # without it a stopped trial's CPUs are never freed. Idle worker processes stay warm between
-        # runs, as in the Ray sslab starts (capacity.warm_workers).
-        ray.init(address="local", num_cpus=4, logging_level=logging.WARNING,
-                 _system_config=capacity.warm_workers(4))
+        # Started as sslab starts its own (cluster.start_local_ray): never joining a cluster that
+        # `ray start` left here, idle worker processes warm between runs, and the dashboard on: Ray
+        # Train's placement-group cleaner finds stopped runs through its State API, and without it
+        # (or beside another Ray on the machine, but for cluster.own_state_api) a stopped trial's
+        # CPUs are never freed.
+        cluster.start_local_ray(4)
     yield
 
 

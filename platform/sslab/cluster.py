@@ -67,11 +67,17 @@ def join_or_start_ray(address: str | None, workers: int, cpus_per_worker: float,
         return
     needed = math.ceil(capacity.run_cpus(workers, cpus_per_worker))
     gpus = {"num_gpus": max(math.ceil(simulated_gpus), capacity.machine_cpus())} if simulated_gpus else {}
-    num_cpus = max(capacity.machine_cpus(), needed)
+    start_local_ray(max(capacity.machine_cpus(), needed), **gpus)
+
+
+def start_local_ray(num_cpus: int, **options) -> None:
+    """Start a private Ray of ``num_cpus`` logical CPUs on this machine (``options``: more of
+    ``ray.init``'s), apart from any other Ray here (:func:`own_state_api`), its idle worker
+    processes kept warm (:func:`capacity.warm_workers`)."""
     port = free_port()
     with own_state_api(port):
         ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, dashboard_port=port,
-                 _system_config=capacity.warm_workers(num_cpus), **gpus)
+                 _system_config=capacity.warm_workers(num_cpus), **options)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ bounded and leave no placement group, actor or reserved CPU behind."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -14,7 +13,7 @@ import ray
 from ray.util.state import list_actors
 
 import sslab
-from sslab import capacity
+from sslab import cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -36,7 +35,7 @@ def local_ray():
     if ray.is_initialized():
         ray.shutdown()
     # Three trials at a time; idle workers stay warm, as in the Ray sslab starts.
-    ray.init(address="local", num_cpus=6, logging_level=logging.WARNING, _system_config=capacity.warm_workers(6))
+    cluster.start_local_ray(6)
     yield
     ray.shutdown()
 
