@@ -9,7 +9,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from sslab import capacity
+from sslab import capacity, cluster
 
 NODE_CPUS = 3  # two training workers, or one worker and Ray Data, fit on one node
 
@@ -17,10 +17,10 @@ NODE_CPUS = 3  # two training workers, or one worker and Ray Data, fit on one no
 class Nodes:
     """The test cluster; ``workers`` are its two CPU nodes."""
 
-    def __init__(self):
+    def __init__(self, dashboard_port: int):
         # Idle workers stay warm between runs, as in the local Ray sslab starts.
         self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "_system_config": capacity.warm_workers(NODE_CPUS)})
+            "num_cpus": 0, "dashboard_port": dashboard_port, "_system_config": capacity.warm_workers(NODE_CPUS)})
         self.workers = [self.cluster.add_node(num_cpus=NODE_CPUS) for _ in range(2)]
         self.cluster.wait_for_nodes()
 
@@ -39,8 +39,12 @@ class Nodes:
 def nodes():
     if ray.is_initialized():  # another module's single-node Ray
         ray.shutdown()
-    n = Nodes()
-    ray.init(address=n.cluster.address, logging_level=logging.WARNING)
-    yield n
-    ray.shutdown()
-    n.cluster.shutdown()
+    port = cluster.free_port()
+    # Apart from any other Ray on the machine, as sslab's own: the nodes' processes (Ray Train's
+    # placement-group cleaner) and this one (watch.train_workers) ask this cluster's State API.
+    with cluster.own_state_api(port):
+        n = Nodes(port)
+        ray.init(address=n.cluster.address, logging_level=logging.WARNING)
+        yield n
+        ray.shutdown()
+        n.cluster.shutdown()
