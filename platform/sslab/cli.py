@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from sslab.errors import SslabError, find_sslab_error
 from sslab.protocol import is_fixed_protocol
@@ -66,11 +68,20 @@ def pretrain_overrides(args) -> list[str]:
     return out + list(args.overrides)
 
 
-def cmd_pretrain(args) -> int:
-    from sslab.runner import pretrain, resolve
+def owning(out: str | None, label: str):
+    """Hold the output directory ``out`` names (None: nothing yet, the run holds its own) from
+    the start: a second command on it is refused before the seconds of importing torch and Ray."""
+    from sslab import owner
 
-    cfg = resolve(args.config, pretrain_overrides(args))  # validated before Ray starts
-    result = pretrain(cfg)
+    return owner.hold(Path(out), label) if out else contextlib.nullcontext()
+
+
+def cmd_pretrain(args) -> int:
+    with owning(args.out, f"run.out={args.out!r}"):
+        from sslab.runner import pretrain, resolve
+
+        cfg = resolve(args.config, pretrain_overrides(args))  # validated before Ray starts
+        result = pretrain(cfg)
     print_summary(result.summary)
     return 0
 
@@ -135,11 +146,13 @@ def add_tune(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    from sslab.search import tune
+    out = str(Path(args.out).expanduser().resolve()) if args.out else None
+    with owning(out, f"--out {out!r}"):
+        from sslab.search import tune
 
-    overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples is not None else [])
-    overrides += [f"{FLAGS[f]}={getattr(args, f)}" for f in TRACK_FLAGS if getattr(args, f) is not None]
-    result = tune(args.spec, out=args.out, resume=args.resume, overrides=overrides)
+        overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples is not None else [])
+        overrides += [f"{FLAGS[f]}={getattr(args, f)}" for f in TRACK_FLAGS if getattr(args, f) is not None]
+        result = tune(args.spec, out=args.out, resume=args.resume, overrides=overrides)
     print_search(result)
     return 0
 

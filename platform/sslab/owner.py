@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,10 @@ from sslab.errors import DirectoryInUse, RunError, describe_owner
 
 LOCK_FILE = ".sslab.lock"
 POLL_S = 0.2
+HELD: dict[Path, int] = {}
+"""Directories this process holds, and the thread that holds each: the same thread holding one
+again (the CLI takes its ``--out`` before the imports of a run, which takes it too) is a no-op;
+another thread is refused as another process is."""
 
 
 @contextlib.contextmanager
@@ -39,16 +44,21 @@ def hold(directory: Path, label: str, wait_s: float | None = 0.0,
     ``label`` names the directory in errors (``"run.out='runs/x'"``). Another owner makes this
     wait up to ``wait_s`` seconds (None: until it ends; 0: not at all), then raise
     :class:`~sslab.errors.DirectoryInUse`; ``waiting`` is told who owns it, once, when it waits."""
-    directory = Path(directory)
+    directory = Path(directory).expanduser().resolve()
+    if HELD.get(directory) == threading.get_ident():
+        yield directory
+        return
     existed = directory.is_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = acquire(directory / LOCK_FILE, wait_s, waiting)
     except OSError as e:
         raise RunError(f"{label} is not a writable directory ({e.strerror})") from None
+    HELD[directory] = threading.get_ident()
     try:
         yield directory
     finally:
+        HELD.pop(directory, None)
         with contextlib.suppress(OSError):
             (directory / LOCK_FILE).unlink()  # before the lock goes: see acquire
         os.close(fd)

@@ -67,7 +67,8 @@ def test_a_crash_in_process_resumes_from_the_last_checkpoint_and_max_failures_re
         sslab.pretrain(crashed, hooks=crash_before_step(9))
     assert max(losses(tmp_path / "crashed")) == 9
     sslab.pretrain(crashed)  # the same command again
-    resumed_after_6 = list(range(1, 10)) + list(range(7, 13))  # steps logged: to the crash, then from the checkpoint
+    # Logged to the crash (9), cut back to the checkpoint (6) as the rerun resumed, then 7 to 12: each step once.
+    resumed_after_6 = list(range(1, 13))
     assert [r["step"] for r in rows(tmp_path / "crashed")] == resumed_after_6
     assert losses(tmp_path / "crashed") == losses(worker_group.run_dir)
     retried = sslab.pretrain(steps(tmp_path / "retried", "scaling.in_process=true", "scaling.max_failures=1"),

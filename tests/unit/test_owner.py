@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,8 +73,16 @@ def test_a_second_owner_is_refused_at_once_naming_the_directory_and_the_owner(he
     assert str(pickle.loads(pickle.dumps(refused.value))) == message  # as Ray carries it out of a task
 
 
-def test_the_cli_exits_2_with_one_line(held, tmp_path, capsys):
+def test_the_cli_exits_2_with_one_line_before_it_imports_a_run(held, tmp_path, capsys):
     run, proc = held
+    refuse = ("import sys, time; from sslab.cli import main; started = time.monotonic(); "
+              "code = main(sys.argv[1:]); print(code, time.monotonic() - started, 'sslab.runner' in sys.modules, "
+              "'torch' in sys.modules)")
+    for argv in (["pretrain", "--corpus", "synthetic", "--out", str(run)], ["tune", "mlm_masking", "--out", str(run)]):
+        done = subprocess.run([sys.executable, "-c", refuse, *argv], capture_output=True, text=True, timeout=60)
+        code, seconds, runner, torch = done.stdout.split()
+        assert (code, runner, torch) == ("2", "False", "False") and float(seconds) < 1.0, done.stdout
+        assert done.stderr.splitlines()[-1].startswith(f"sslab: error: {run} is in use by another sslab command")
     code = main(["pretrain", "--corpus", "synthetic", "--preset", "tiny", "--out", str(run)])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and not ray.is_initialized()  # refused before Ray starts
@@ -91,13 +100,27 @@ def test_a_killed_owner_leaves_no_lock_behind(held):
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # let go: the lock file goes
 
 
-def test_an_owner_in_this_process_refuses_a_second_until_it_lets_go(tmp_path):
-    # A long-lived process (a Ray worker running one trial's run after another) lets go on return.
+def test_an_owner_in_this_process_refuses_another_thread_until_it_lets_go(tmp_path):
+    # A long-lived process (a Ray worker running one trial's run after another) lets go on return;
+    # the thread that holds a directory may take it again (the CLI, then the run it starts).
     run = tmp_path / "run"
     with owner.hold(run, "run.out"):
-        with pytest.raises(DirectoryInUse, match=f"pid {os.getpid()} "):
-            with owner.hold(run, "run.out"):
-                pass
+        refused = []
+
+        def second():
+            try:
+                with owner.hold(run, "run.out"):
+                    pass
+            except DirectoryInUse as e:
+                refused.append(e)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+        assert len(refused) == 1 and f"pid {os.getpid()} " in str(refused[0])
+        with owner.hold(run, "run.out"):  # the same thread again: still held, and still after
+            pass
+        assert (run / owner.LOCK_FILE).exists()
     with pytest.raises(ValueError):
         with owner.hold(run, "run.out"):
             (run / "config.yaml").write_text("")
@@ -129,10 +152,6 @@ def test_a_waiter_takes_the_directory_when_its_owner_ends(tmp_path):
         assert json.loads((run / owner.LOCK_FILE).read_text())["pid"] == os.getpid()
     assert proc.wait(timeout=10) == 0
     assert told == [f"pid {proc.pid} on {socket.gethostname()}"]
-    with pytest.raises(DirectoryInUse):
-        with owner.hold(run, "run.out", wait_s=0.5):
-            with owner.hold(run, "run.out", wait_s=0.5):
-                pass
 
 
 def test_a_second_preparation_of_an_entry_waits_for_the_first_and_finds_its_entry(tmp_path):
