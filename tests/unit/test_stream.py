@@ -166,16 +166,18 @@ def test_without_a_shuffle_the_rows_come_in_corpus_order(entries, vocab):
     assert np.array_equal(got, written)
 
 
-def test_two_preparations_of_one_key_at_once_leave_one_whole_entry(ray_cluster, tmp_path):
-    """Each writes its shards under its own attempt directory; the manifest that lands last names
-    one attempt's shards, all of them whole."""
+def test_two_preparations_of_one_key_at_once_leave_one_whole_entry_even_without_a_lock(ray_cluster, tmp_path):
+    """Object storage has no lock (a local cache's second preparation waits for the first:
+    tests/unit/test_owner.py), so both write: each its shards under its own attempt directory, and
+    the manifest that lands last names one attempt's shards, all of them whole."""
     from concurrent.futures import ThreadPoolExecutor
 
     packed = [pipeline.pack(random_docs(120, s), 32, CLS, SEP) for s in range(6)]
     rows = sum(t.num_rows for t in packed)
     with ThreadPoolExecutor(2) as pool:
-        entries = list(pool.map(lambda _: prepared.write(str(tmp_path), "k", "packed", 32,
-                                                         {"train": ray.data.from_arrow(packed)}, 64), range(2)))
+        entries = list(pool.map(lambda _: prepared.write_entry(str(tmp_path), "k", "packed", 32,
+                                                               {"train": ray.data.from_arrow(packed)}, 64,
+                                                               True, None, None), range(2)))
     found = prepared.find(str(tmp_path), "k")
     assert found.manifest in [e.manifest for e in entries]
     assert len({s.path.split("/")[0] for s in found.manifest.splits["train"].shards}) == 1  # one attempt's shards
