@@ -102,10 +102,12 @@ def own_state_api(dashboard_port: int):
             os.environ[key] = before
 
 
-def free_port(preferred: int = 8265) -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now: ``preferred`` (Ray's usual dashboard
-    port) when it is free, else one the kernel picks."""
-    for port in (preferred, 0):
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now: ``preferred`` when it is free, else
+    one the kernel picks. sslab's own Ray takes the kernel's: a fixed one (Ray's usual 8265) would
+    be free to two commands started together, and the second Ray's dashboard would fail to bind
+    it (seen: a traceback, and that Ray's State API gone)."""
+    for port in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray tests the port it is given
             try:
