@@ -344,8 +344,8 @@ def setup(tmp: Path, size: dict) -> Bench:
     prepared = sslab.prepare(overrides=[f"corpus.source={corpus.train_dir}", f"corpus.val_fraction={VAL_FRACTION}",
                                         f"data.cache_dir={tmp / 'cache'}", f"tokenizer.vocab_size={size['vocab_size']}",
                                         f"train.seq_len={SEQ_LEN}", *SCALING, "run.quiet=true"])
-    tok = AutoTokenizer.from_pretrained(prepared.tokenizer)
-    return Bench(tmp, size, corpus, prepared.tokenizer, tok, training_lines(corpus),
+    tok = AutoTokenizer.from_pretrained(str(prepared.tokenizer_dir))
+    return Bench(tmp, size, corpus, str(prepared.tokenizer_dir), tok, training_lines(corpus),
                  eval_blocks(tok, corpus.eval_lines, size["eval_blocks"]))
 
 
