@@ -42,7 +42,7 @@ from common import Figure, Result, Timer, parse_args, say, scratch  # noqa: E402
 import realtext  # noqa: E402
 
 SIZES = {
-    "smoke": dict(megabytes=[1, 2], resume_steps=[10, 60], trials=2, steps=6),
+    "smoke": dict(megabytes=[0.5, 1], resume_steps=[10, 30], trials=2, steps=6),
     "full": dict(megabytes=[10, 100], resume_steps=[10, 2000], trials=8, steps=20),
     "large": dict(megabytes=[10, 100, 1000], resume_steps=[10, 2000], trials=8, steps=20),
 }

@@ -5,9 +5,11 @@ terminals, with no Ray running and no RAY_ADDRESS (so each starts a local Ray of
   naming the directory and the first's pid, and the first goes on;
 - the owner killed with SIGKILL after a step past its last checkpoint: the same command takes the
   directory, resumes, and ``metrics.jsonl`` holds each step once;
-- different ``--out`` at once: both finish, and no log holds a traceback.
+- the same for a search's ``--out`` (``sslab tune``);
+- a run and a search at once, each its own ``--out``: both finish, and no log holds a traceback.
 
-Each run trains in a worker group (``scaling.in_process=false``): that starts Ray Train's
+One test drives all of it (a run and a search side by side from the start), since each command
+pays Ray's and Train's start-up on 2 cores. Each run trains in a worker group (``scaling.in_process=false``): that starts Ray Train's
 placement-group cleaner, which used to print "Found multiple active Ray instances" beside another
 local Ray."""
 from __future__ import annotations
@@ -115,48 +117,9 @@ def refused_line(directory: Path, pid: int) -> str:
             f"wait for it to end, or choose another --out")
 
 
-def test_pretrain_one_owner_per_run_directory_and_two_runs_side_by_side(no_ray, tokenizer_dir, tmp_path):
-    a, c = tmp_path / "a", tmp_path / "c"
-    run = lambda out, name: Command(tmp_path, name, "pretrain", *RUN, "--out", str(out),
-                                    f"tokenizer.path={tokenizer_dir}")
-    first, beside = run(a, "first"), run(c, "beside")  # two terminals, two --out
-    try:
-        wait_for(lambda: owner_pid(a) == first.proc.pid, "lock on the first run", 120, first)
-        second = run(a, "second")  # the same command again, by mistake
-        assert second.wait(120) == 2
-        refused_after = time.monotonic() - second.started
-        assert second.text().splitlines() == [refused_line(a, first.proc.pid)]
-        assert first.proc.poll() is None  # the first goes on
-        print(f"the second command was refused {refused_after:.1f} s after it started")
-
-        # Killed after a logged step past its last checkpoint (one Ray Train has registered).
-        wait_for(lambda: past_checkpoint(a), "a step logged past a checkpoint", 600, first)
-        first.kill()
-        killed_rows, latest = rows(a), checkpoint.latest(a)
-        resumed_from = int(latest.name.split("_")[1])
-        assert killed_rows[-1]["step"] > resumed_from, (killed_rows[-1], latest)
-
-        again = run(a, "again")  # the same command once more: the lock died with the killed one
-        assert again.wait(600) == 0, again.text()[-3000:]
-        assert beside.wait(600) == 0, beside.text()[-3000:]
-    finally:
-        for command in (first, beside):
-            command.kill()
-    logged = rows(a)
-    assert [r["step"] for r in logged] == list(range(LOG, STEPS + 1, LOG))  # each step once
-    kept = [r for r in killed_rows if r["step"] <= resumed_from]
-    assert logged[:len(kept)] == kept  # resumed from its checkpoint, not from 0: those rows are the first's
-    assert json.loads((a / "summary.json").read_text())["steps"] == STEPS
-    assert [r["step"] for r in rows(c)] == list(range(LOG, STEPS + 1, LOG))
-    assert "run finished" in again.text() and "run finished" in beside.text()
-    again.assert_clean()
-    beside.assert_clean()
-    assert not (a / LOCK_FILE).exists() and not (c / LOCK_FILE).exists()  # let go as they ended
-
-
 def spec_file(tmp_path: Path) -> Path:
     """One trial (a search's own directory and a trial's run directory inside it), in a worker group."""
-    path = tmp_path / "two_lrs.yaml"
+    path = tmp_path / "one_lr.yaml"
     path.write_text(json.dumps({  # JSON is YAML
         "base": {"objective": "mlm", "corpus": "synthetic"}, "metric": "eval_mlm_loss", "mode": "min",
         "space": {"train.lr": {"grid": [1e-3]}}, "num_samples": 1, "max_concurrent_trials": 1}))
@@ -168,26 +131,48 @@ TRIAL = ["model.preset=tiny", "corpus.synthetic.num_docs=400", "train.seq_len=32
          "eval.max_blocks=16", "eval.probe_docs=0", "scaling.in_process=false"]
 
 
-def test_tune_one_owner_per_search_directory_and_two_searches_side_by_side(no_ray, tokenizer_dir, tmp_path):
-    s, t = tmp_path / "s", tmp_path / "t"
-    search = lambda out, name: Command(tmp_path, name, "tune", str(spec_file(tmp_path)), "--out", str(out), *TRIAL,
-                                       f"tokenizer.path={tokenizer_dir}")
-    first, beside = search(s, "first"), search(t, "beside")
+def test_one_owner_per_run_and_search_directory_and_a_run_and_a_search_side_by_side(no_ray, tokenizer_dir, tmp_path):
+    a, s = tmp_path / "a", tmp_path / "s"
+    run = lambda name: Command(tmp_path, name, "pretrain", *RUN, "--out", str(a), f"tokenizer.path={tokenizer_dir}")
+    search = lambda name: Command(tmp_path, name, "tune", str(spec_file(tmp_path)), "--out", str(s), *TRIAL,
+                                  f"tokenizer.path={tokenizer_dir}")
+    first, beside = run("first"), search("beside")  # two terminals, two --out
     try:
-        wait_for(lambda: owner_pid(s) == first.proc.pid, "lock on the first search", 120, first)
-        second = search(s, "second")
+        wait_for(lambda: owner_pid(a) == first.proc.pid, "lock on the run", 120, first)
+        second = run("second")  # the same command again, by mistake
         assert second.wait(120) == 2
-        assert second.text().splitlines() == [refused_line(s, first.proc.pid)]
-        assert first.proc.poll() is None
-        assert first.wait(900) == 0, first.text()[-3000:]
+        refused_after = time.monotonic() - second.started
+        assert second.text().splitlines() == [refused_line(a, first.proc.pid)]
+        print(f"the second command was refused {refused_after:.1f} s after it started")
+        wait_for(lambda: owner_pid(s) == beside.proc.pid, "lock on the search", 120, beside)
+        search_again = search("search_again")
+        assert search_again.wait(120) == 2
+        assert search_again.text().splitlines() == [refused_line(s, beside.proc.pid)]
+        assert first.proc.poll() is None and beside.proc.poll() is None  # both go on
+
+        # Killed after a logged step past its last checkpoint (one Ray Train has registered).
+        wait_for(lambda: past_checkpoint(a), "a step logged past a checkpoint", 600, first)
+        first.kill()
+        killed_rows, latest = rows(a), checkpoint.latest(a)
+        resumed_from = int(latest.name.split("_")[1])
+        assert killed_rows[-1]["step"] > resumed_from, (killed_rows[-1], latest)
+
+        again = run("again")  # the same command once more: the lock died with the killed one
+        assert again.wait(600) == 0, again.text()[-3000:]
         assert beside.wait(900) == 0, beside.text()[-3000:]
     finally:
         for command in (first, beside):
             command.kill()
-    for command, out in ((first, s), (beside, t)):
-        command.assert_clean()
-        assert "search finished" in command.text()
-        trials = sorted((out / "trials").iterdir())
-        assert len(trials) == 1 and all((p / "summary.json").is_file() for p in trials)
-        assert all([r["step"] for r in rows(p)] == [5, 10] for p in trials)
-        assert not (out / LOCK_FILE).exists() and not any((p / LOCK_FILE).exists() for p in trials)
+    logged = rows(a)
+    assert [r["step"] for r in logged] == list(range(LOG, STEPS + 1, LOG))  # each step once
+    kept = [r for r in killed_rows if r["step"] <= resumed_from]
+    assert logged[:len(kept)] == kept  # resumed from its checkpoint, not from 0: those rows are the first's
+    assert json.loads((a / "summary.json").read_text())["steps"] == STEPS
+    assert "run finished" in again.text() and "search finished" in beside.text()
+    again.assert_clean()
+    beside.assert_clean()
+    trials = sorted((s / "trials").iterdir())
+    assert len(trials) == 1 and (trials[0] / "summary.json").is_file()
+    assert [r["step"] for r in rows(trials[0])] == [5, 10]
+    for directory in (a, s, trials[0]):
+        assert not (directory / LOCK_FILE).exists(), directory  # let go as they ended
