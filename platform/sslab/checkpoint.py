@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 import re
 import shutil
@@ -25,6 +24,7 @@ import torch
 from ray.train import Checkpoint
 
 from sslab.errors import RunError
+from sslab.files import write_whole
 
 STATE_FILE = "state.pt"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
@@ -105,10 +105,8 @@ def persist(staged: str | Path, run_dir: Path, name: str, keep: int, metrics: di
     partial.rename(dest)
     entries = [e for e in registered(run_dir) if e["name"] != name] + [{"name": name, "metrics": metrics}]
     kept, dropped = entries[-keep:], entries[:-keep]
-    fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY}.", dir=run_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"checkpoints": kept}, f, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    os.replace(tmp, run_dir / REGISTRY)
+    write_whole(run_dir / REGISTRY, json.dumps({"checkpoints": kept},
+                                               default=lambda v: v.item() if hasattr(v, "item") else str(v)))
     for old in dropped:
         shutil.rmtree(run_dir / old["name"], ignore_errors=True)
     return dest

@@ -171,11 +171,12 @@ def resolve_format(cfg: CorpusConfig, files: list[str]) -> str:
     return next(iter(by_format))
 
 
-def fingerprint(cfg: CorpusConfig) -> str:
+def fingerprint(cfg: CorpusConfig, files: CorpusFiles | None = None) -> str:
     """A digest of what decides the corpus's documents and their split: every file's URI, size and
     modification time (for the synthetic corpus, its settings and its generator's code) and the
     reader's options. A file added, removed, rewritten or touched changes it; naming the same
-    files another way (a folder, a glob) does not."""
+    files another way (a folder, a glob) does not. ``files``: the corpus listed already
+    (:func:`check`), so that the digest names exactly the files that are read."""
     options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "synthetic")}
     if cfg.source == "synthetic":
         from sslab import synthetic
@@ -183,27 +184,29 @@ def fingerprint(cfg: CorpusConfig) -> str:
         read = {"synthetic": dataclasses.asdict(cfg.synthetic),
                 "generator": hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()}
     else:
-        files = list_files(cfg)
+        files = files or list_files(cfg)
         read = {"files": [list(f) for f in zip(files.uris, files.sizes, files.mtimes_ns)],
                 "format": resolve_format(cfg, files.uris)}
     return hashlib.sha256(json.dumps({**options, **read}, sort_keys=True).encode()).hexdigest()
 
 
-def check(cfg: CorpusConfig) -> None:
+def check(cfg: CorpusConfig) -> CorpusFiles | None:
     """Everything about the corpus the driver can check before Ray starts, each failure a
     :class:`CorpusError` naming the path or URI: the files exist and are of one format, they are
     not all empty, and (the first files, by their first bytes) text files hold UTF-8 text, files
     without an extension that hold JSON Lines or Parquet are not taken for text, and Parquet files
-    have the configured columns. The workers check every file in full as they read it."""
+    have the configured columns. The workers check every file in full as they read it. Returns
+    the listing it checked (None for the synthetic corpus): :func:`fingerprint` and
+    :func:`read_documents` take it, so one preparation lists the corpus once."""
     if cfg.source == "synthetic":
-        return
+        return None
     files = list_files(cfg)
     fmt = resolve_format(cfg, files.uris)
     if all(size == 0 for size in files.sizes):
         raise CorpusError(f"corpus {cfg.source!r} is empty: its {len(files.paths)} file(s) hold 0 bytes")
     if fmt == "parquet":
         _check_parquet_columns(cfg, files)
-        return
+        return files
     for path, uri in list(zip(files.paths, files.uris))[:SNIFF_FILES]:
         with files.filesystem.open_input_file(path) as f:
             head = f.read(SNIFF_BYTES)
@@ -212,6 +215,7 @@ def check(cfg: CorpusConfig) -> None:
             problem = problem or _not_plain_text(head)
         if problem:
             raise CorpusError(f"{uri}: {problem}")
+    return files
 
 
 def _not_plain_text(head: bytes) -> str | None:
@@ -338,11 +342,12 @@ def has_labels(cfg: CorpusConfig) -> bool:
     return cfg.source == "synthetic" or bool(cfg.label_field)
 
 
-def read_documents(cfg: CorpusConfig):
+def read_documents(cfg: CorpusConfig, files: CorpusFiles | None = None):
     """The cleaned corpus as a lazy Ray Dataset with string columns ``text`` and ``label``.
 
     ``label`` is None where the corpus has no label. Reading happens when the dataset runs;
-    a malformed file then raises a :class:`CorpusError` naming the file (and line).
+    a malformed file then raises a :class:`CorpusError` naming the file (and line). ``files``:
+    the listing :func:`check` returned, read as it is (listed and checked once).
     """
     import ray
 
@@ -351,10 +356,11 @@ def read_documents(cfg: CorpusConfig):
 
         ds, text_col, label_col = read_synthetic(cfg.synthetic), "text", "label"
     else:
-        files = list_files(cfg)
+        checked, files = files is not None, files or list_files(cfg)
         fmt = resolve_format(cfg, files.uris)
         if fmt == "parquet":
-            _check_parquet_columns(cfg, files)
+            if not checked:  # check() has read the footers of a listing it returned
+                _check_parquet_columns(cfg, files)
             columns = [cfg.text_field] + ([cfg.label_field] if cfg.label_field else [])
             ds = ray.data.read_parquet(files.uris, filesystem=files.filesystem, columns=columns)
             text_col, label_col = cfg.text_field, cfg.label_field

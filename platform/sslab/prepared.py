@@ -36,6 +36,7 @@ from ray.data.datasource import FilenameProvider
 from sslab import owner, progress
 from sslab.config import DataConfig
 from sslab.errors import RunError
+from sslab.files import write_whole
 
 FORMAT = 2
 """The layout of an entry's rows and manifest; raise it when either changes, or when the cleaning,
@@ -99,14 +100,7 @@ def write_manifest(fs: pafs.FileSystem, entry: str, manifest: Manifest) -> None:
     """Write ``entry``'s manifest atomically (a temporary file moved over it: a rename on a local
     or NFS disk, one whole object in object storage): a reader sees the whole manifest or none.
     Call it last, once every shard it names is written."""
-    tmp = f"{entry}/.{MANIFEST}.{uuid.uuid4().hex}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(manifest.to_dict(), indent=1).encode())
-    try:
-        fs.move(tmp, f"{entry}/{MANIFEST}")
-    finally:
-        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-            fs.delete_file(tmp)
+    write_whole(f"{entry}/{MANIFEST}", json.dumps(manifest.to_dict(), indent=1), fs)
 
 
 def read_manifest(fs: pafs.FileSystem, entry: str, key: str) -> Manifest | None:

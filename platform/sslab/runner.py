@@ -12,6 +12,7 @@ before Ray starts, so bad input never claims a resource.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -90,7 +91,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     hooks = hooks or RunHooks()
     started = time.time()
     progress.mark("run.start")
-    corpus.check(cfg.corpus)
+    files = corpus.check(cfg.corpus)
     prepared.check_writable(prepared.cache_root(cfg.data))
     tracking.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
@@ -100,7 +101,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     # quiet: a trial's run keeps Ray's chatter off; owned: the run directory is this call's until it returns.
     with progress.quiet_libraries(cfg.run.quiet), runs.owned(cfg, restart=hooks.restart > 0):
         with opening(cfg, hooks) as run_dir:
-            data = prepare_in(cfg, run_dir)
+            data = prepare_in(cfg, run_dir, files)
         progress.mark("data.ready")
         return fit_and_export(data, run_dir, hooks, started)
 
@@ -150,10 +151,6 @@ class Prepared:
     tokenizer_dir: Path | None
     """Where the data cache keeps the tokenizer trained for this corpus (None when the config
     names its own tokenizer, or the cache cannot hold one)."""
-    val_blocks: object = field(repr=False)
-    """The fixed evaluation set: up to ``eval.max_blocks`` validation rows, corrupted once."""
-    probe: dict | None = field(repr=False)
-    """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
     plugins: tuple = ()
     """Objectives registered outside sslab (:func:`sslab.objectives.plugins`)."""
     wall_s: float = 0.0
@@ -161,6 +158,18 @@ class Prepared:
     @property
     def vocab(self):
         return self.objective.vocab
+
+    @functools.cached_property
+    def val_blocks(self) -> ray.data.Dataset:
+        """The fixed evaluation set: up to ``eval.max_blocks`` validation rows, corrupted once
+        (read from the entry when training first asks: ``sslab prepare`` never does)."""
+        return pipeline.eval_blocks(self.entry.read("val", self.config.eval.max_blocks), self.objective,
+                                    self.config.eval)
+
+    @functools.cached_property
+    def probe(self) -> dict | None:
+        """The linear probe's labelled blocks, or None (``eval.probe_docs=0``), made when first asked."""
+        return load_probe(self.config, self.entry, self.tokenizer)
 
     @property
     def key(self) -> str:
@@ -188,26 +197,32 @@ def prepare(config: Config | dict | str | Path | None = None, overrides: list[st
     tokenizer, unit and ``train.seq_len`` finds it; a second call finds it and tokenises nothing.
     Joins (or starts) Ray as ``pretrain`` does."""
     cfg = resolve(config, overrides)
+    return prepare_listed(cfg, corpus.check(cfg.corpus))
+
+
+def prepare_listed(cfg: Config, files: corpus.CorpusFiles | None) -> Prepared:
+    """:func:`prepare` of a resolved config whose corpus :func:`sslab.corpus.check` has listed
+    and checked already (``files``: its listing)."""
     started = time.time()
-    corpus.check(cfg.corpus)
     prepared.check_writable(prepared.cache_root(cfg.data))
     with progress.quiet_libraries(cfg.run.quiet), tempfile.TemporaryDirectory() as scratch:
         cluster.init_ray(cfg)
-        p = prepare_in(cfg, Path(scratch))
+        p = prepare_in(cfg, Path(scratch), files)
     p.wall_s = round(time.time() - started, 2)
     return p
 
 
-def prepare_in(cfg: Config, workdir: Path) -> Prepared:
+def prepare_in(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Prepared:
     """:func:`prepare` on a running Ray, its tokenizer saved into ``workdir`` (a run's directory,
-    where a resume finds it). Raises sslab's own error where a Ray Data worker raised it."""
+    where a resume finds it), the corpus read from its listing ``files``. Raises sslab's own
+    error where a Ray Data worker raised it."""
     try:
-        return _prepare(cfg, workdir)
+        return _prepare(cfg, workdir, files)
     except Exception as e:  # a CorpusError raised in a Ray Data worker arrives wrapped
         raise (find_sslab_error(e) or e) from None
 
 
-def _prepare(cfg: Config, workdir: Path) -> Prepared:
+def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Prepared:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same rows in the same order on every rerun
     quiet = cfg.run.quiet
@@ -215,8 +230,8 @@ def _prepare(cfg: Config, workdir: Path) -> Prepared:
     ctx.enable_progress_bars = not quiet and sys.stderr.isatty()
     ctx.print_on_execution_start = False
     root = prepared.cache_root(cfg.data)
-    fingerprint = corpus.fingerprint(cfg.corpus)
-    docs = corpus.read_documents(cfg.corpus)  # lazy: read only where something below needs the text
+    fingerprint = corpus.fingerprint(cfg.corpus, files)
+    docs = corpus.read_documents(cfg.corpus, files)  # lazy: read only where something below needs the text
     train_docs, val_docs = corpus.split(docs, cfg.corpus.val_fraction)
     tok_dir = prepared.tokenizer_dir(root, prepared.tokenizer_key(fingerprint, cfg.tokenizer, cfg.model.max_positions,
                                                                   cfg.train.seed))
@@ -246,9 +261,7 @@ def _prepare(cfg: Config, workdir: Path) -> Prepared:
                      f"{objective.unit}); nothing to tokenise", quiet)
     progress.mark("data.prepared")
     check_rows(cfg, entry, objective.unit, docs)
-    val_blocks = pipeline.eval_blocks(entry.read("val", cfg.eval.max_blocks), objective, cfg.eval)
-    return Prepared(cfg, tok, objective, entry, hit, tok_dir, val_blocks, load_probe(cfg, entry, tok),
-                    objectives.plugins())
+    return Prepared(cfg, tok, objective, entry, hit, tok_dir, objectives.plugins())
 
 
 def check_rows(cfg: Config, entry: prepared.Entry, unit: str, docs) -> None:

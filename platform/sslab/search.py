@@ -206,12 +206,16 @@ def prepared_once(spec: SearchSpec, search_dir: Path) -> dict:
         fields = ", ".join(f"{d.field} ({d.describe()})" for d in row_domains)
         log.info("each trial prepares the rows of its own %s: too many values to prepare before the first", fields)
         return spec.base
+    listings = {}  # the corpus listed once per corpus searched, not once per value
     for params in values:
         cfg = spec.base_config(params)
         if row_domains:
             progress.say(f"search: the rows of {', '.join(f'{k}={v}' for k, v in params.items())}", cfg.run.quiet)
+        source = repr(cfg.corpus)
+        if source not in listings:
+            listings[source] = corpus.check(cfg.corpus)
         with progress.quiet_libraries(True):
-            data = runner.prepare(cfg)
+            data = runner.prepare_listed(cfg, listings[source])
     if row_domains or spec.base_config().tokenizer.path:
         return spec.base
     data.tokenizer.save_pretrained(str(search_dir / "tokenizer"))  # with the objective's own tokens

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sslab.config import Config
 from sslab.errors import ConfigError
+from sslab.files import write_whole
 from sslab.protocol import is_fixed_protocol
 
 HISTORY = "metrics.jsonl"
@@ -83,12 +84,9 @@ def cut_history(run_dir: str | Path, step: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.endswith("\n") and step_of(line) is not None and step_of(line) <= step]
-    if kept == lines:
-        return
-    tmp = path.with_name(f".{HISTORY}.{uuid.uuid4().hex}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    kept = [line for line in lines if line.endswith("\n") and (at := step_of(line)) is not None and at <= step]
+    if kept != lines:
+        write_whole(path, "".join(kept))
 
 
 def step_of(line: str) -> int | None:
