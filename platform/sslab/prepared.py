@@ -178,6 +178,8 @@ class Entry:
 
     uri: str
     manifest: Manifest
+    tokenised: bool = False
+    """This call wrote it (False: found in the cache, also after waiting for another's writing)."""
 
     def read(self, split: str, limit: int | None = None) -> pa.Table:
         """The first ``limit`` rows (all by default) of one split, in prepared order, read here
@@ -295,7 +297,7 @@ def write_entry(root: str, key: str, unit: str, seq_len: int, splits: dict[str, 
     ordered = {name: written[name] for name in [*splits, PROBE] if name in written}  # as given, not as written
     manifest = Manifest(key=key, unit=unit, seq_len=seq_len, splits=ordered)
     write_manifest(fs, entry, manifest)
-    return Entry(f"{root}/data/{key}", manifest)
+    return Entry(f"{root}/data/{key}", manifest, tokenised=True)
 
 
 WATCH_EVERY_S = float(os.environ.get("SSLAB_PROGRESS_EVERY_S", 15))

@@ -248,8 +248,7 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
     tok_json = tok.backend_tokenizer.to_str()
     key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit)
     entry = prepared.find(root, key)
-    hit = entry is not None
-    if not hit:
+    if entry is None:
         splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),
                   "val": pipeline.tokenize(val_docs, tok_json, cfg, vocab, objective.eval_unit or objective.unit)}
         # The probe's documents, kept with the rows (a corpus that cannot hold labels is not read for them).
@@ -261,7 +260,7 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
                      f"{objective.unit}); nothing to tokenise", quiet)
     progress.mark("data.prepared")
     check_rows(cfg, entry, objective.unit, docs)
-    return Prepared(cfg, tok, objective, entry, hit, tok_dir, objectives.plugins())
+    return Prepared(cfg, tok, objective, entry, not entry.tokenised, tok_dir, objectives.plugins())
 
 
 def check_rows(cfg: Config, entry: prepared.Entry, unit: str, docs) -> None:

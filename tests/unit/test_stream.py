@@ -183,3 +183,17 @@ def test_two_preparations_of_one_key_at_once_leave_one_whole_entry_even_without_
     assert len({s.path.split("/")[0] for s in found.manifest.splits["train"].shards}) == 1  # one attempt's shards
     assert found.read("train").num_rows == rows == found.manifest.splits["train"].rows
     assert len(list((tmp_path / "data" / "k").glob("attempt-*"))) == 2
+
+
+def test_two_preparations_of_one_key_at_once_on_a_local_cache_tokenise_once(ray_cluster, tmp_path):
+    """The second waits for the first's entry (its lock), finds it and writes nothing: one attempt
+    directory, and only the first says it tokenised (``Prepared.hit`` is the other's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    packed = [pipeline.pack(random_docs(120, s), 32, CLS, SEP) for s in range(6)]
+    with ThreadPoolExecutor(2) as pool:
+        entries = list(pool.map(lambda _: prepared.write(str(tmp_path), "k", "packed", 32,
+                                                         {"train": ray.data.from_arrow(packed)}, 64), range(2)))
+    assert sorted(e.tokenised for e in entries) == [False, True]
+    assert entries[0].manifest == entries[1].manifest
+    assert len(list((tmp_path / "data" / "k").glob("attempt-*"))) == 1
