@@ -92,36 +92,44 @@ def mask_tokens(ids: np.ndarray, rng: RowRandom, vocab, ratio, p_mask: float, p_
     """
     from sslab.objectives.base import IGNORE
 
-    n, t = ids.shape
-    ratio = per_row(ratio)
     special = np.isin(ids, vocab.special_ids)
     starts = word_starts(ids, vocab, special, continues) if whole_word else np.ones_like(special)
-    first = first_of(starts) if whole_word else None
+    selected = select(starts, special, rng, per_row(ratio), whole_word, ngram)
+    inputs = replace(ids, selected, starts, rng, vocab, p_mask, p_random, similar)
+    labels = np.where(selected, ids, IGNORE)
+    return {"input_ids": inputs.astype(np.int64), "labels": labels.astype(np.int64)}
+
+
+def select(starts: np.ndarray, special: np.ndarray, rng: RowRandom, ratio, whole_word: bool,
+           ngram: tuple[float, ...] | None) -> np.ndarray:
+    """The tokens :func:`mask_tokens` selects (``starts``: where its units, words or tokens, start)."""
     if ngram is not None:
-        selected, _ = select_spans(starts & ~special, special, rng, ratio, ngram)
-    else:
-        u = rng.uniform(t, stream=0)
-        if whole_word:  # every piece takes the draw of its word's first piece
-            u = np.take_along_axis(u, first, axis=1)
-        selected = (u < ratio) & ~special
+        return select_spans(starts & ~special, special, rng, ratio, ngram)[0]
+    u = rng.uniform(special.shape[1], stream=0)
+    if whole_word:  # every piece takes the draw of its word's first piece
+        u = np.take_along_axis(u, first_of(starts), axis=1)
+    return (u < ratio) & ~special
+
+
+def replace(ids: np.ndarray, selected: np.ndarray, starts: np.ndarray, rng: RowRandom, vocab, p_mask: float,
+            p_random: float, similar: SimilarWords | None) -> np.ndarray:
+    """The model's input: the selected tokens masked, replaced or kept as :func:`mask_tokens` says."""
+    t = ids.shape[1]
     action = rng.uniform(t, stream=1)
-    if similar is not None and whole_word:  # MacBERT decides per word
-        action = np.take_along_axis(action, first, axis=1)
+    if similar is not None:  # MacBERT decides once per word
+        action = np.take_along_axis(action, first_of(starts), axis=1)
     to_mask = selected & (action < p_mask)
     to_random = selected & (action >= p_mask) & (action < p_mask + p_random)
-    normal = vocab.normal_ids
-    random_tokens = normal[rng.integers(0, len(normal), t, stream=2)]
+    random_tokens = vocab.normal_ids[rng.integers(0, len(vocab.normal_ids), t, stream=2)]
     inputs = ids.copy()
     if similar is None:
         inputs[to_mask] = vocab.mask_id
-        inputs[to_random] = random_tokens[to_random]
     else:
         words, replaced = similar_words(ids, starts, to_mask, to_random, rng, similar)
-        inputs = np.where(replaced, words, inputs)
-        fallback = (to_mask | to_random) & ~replaced
-        inputs[fallback] = random_tokens[fallback]
-    labels = np.where(selected, ids, IGNORE)
-    return {"input_ids": inputs.astype(np.int64), "labels": labels.astype(np.int64)}
+        inputs[replaced] = words[replaced]
+        to_random = (to_mask | to_random) & ~replaced  # no word of its length in the file: random tokens
+    inputs[to_random] = random_tokens[to_random]
+    return inputs
 
 
 def select_spans(units: np.ndarray, special: np.ndarray, rng: RowRandom, ratio, probs) -> tuple[np.ndarray, np.ndarray]:

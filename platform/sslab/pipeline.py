@@ -144,7 +144,8 @@ def pack(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int,
     n = len(flat) // body
     blocks = framed(flat[: n * body].reshape(n, body), cls_id, sep_id)
     # A table, not a dict: Ray converts an empty 2-D array to pickled objects, not a tensor column.
-    columns = {"input_ids": ArrowTensorArray.from_numpy(blocks.astype(np.int32)), "row_id": pa.array(content_hash(blocks))}
+    columns = {"input_ids": ArrowTensorArray.from_numpy(blocks.astype(np.int32)),
+               "row_id": pa.array(content_hash(blocks))}
     if continues is not None:  # False at [CLS], [SEP] and between documents
         words = concatenated(continues, False, bool)[: n * body].reshape(n, body)
         columns[segment.COLUMN] = ArrowTensorArray.from_numpy(framed(words, False, False))

@@ -32,7 +32,8 @@ Segmenter = Callable[[str], list[str]]
 
 def describe() -> str:
     """What ``tokenizer.word_segmenter`` may be, for error messages."""
-    return f"{' or '.join(map(repr, NAMED))}, or an import path 'package.module:function' of a text -> list[str] callable"
+    named = " or ".join(map(repr, NAMED))
+    return f"{named}, or an import path 'package.module:function' of a text -> list[str] callable"
 
 
 def is_valid_name(name: str) -> bool:

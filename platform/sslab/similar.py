@@ -177,7 +177,7 @@ def _arrays(table: dict[tuple[int, ...], list[tuple[int, ...]]], pool: list[tupl
     pool_lengths = np.array([len(s) for s in pool], dtype=np.int64)
     length_count = np.bincount(pool_lengths, minlength=width + 1)
     length_first = len(sequences) - len(pool) + np.cumsum(length_count) - length_count
-    if not len(order):  # nothing has a candidate: every lookup misses
-        keys, first, count, order = np.zeros(1, np.uint64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, int)
+    if not len(order):  # nothing has a candidate: one key with none, so that every lookup misses
+        keys, first, count, order = (np.zeros(1, dtype) for dtype in (np.uint64, np.int64, np.int64, np.int64))
     return SimilarWords(keys=keys[order], first=first[order], count=count[order], rows=rows,
                         length_first=length_first, length_count=length_count)
