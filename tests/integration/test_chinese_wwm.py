@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 import sslab
-from sslab import masking, pipeline, segment, stream
+from sslab import masking, pipeline, segment, stream, tokenizer
+from sslab.config import TokenizerConfig
 from sslab.objectives.mlm import IGNORE
 
 pytestmark = pytest.mark.slow
@@ -36,14 +37,25 @@ def corpus_dir(tmp_path_factory):
     return root
 
 
-def test_mlm_with_jieba_whole_words_prepares_boundaries_and_trains_on_ray(ray_cluster, corpus_dir, tmp_path):
-    overrides = [f"corpus.source={corpus_dir}", "tokenizer.word_segmenter=jieba", "tokenizer.vocab_size=300",
+@pytest.fixture(scope="module")
+def zh_tokenizer(corpus_dir, tmp_path_factory):
+    """A WordPiece tokenizer of the corpus, trained here (a run would sample the corpus with Ray Data
+    for it: two passes that cost this test ~8 s and that other tests cover)."""
+    path = tmp_path_factory.mktemp("zh-tokenizer")
+    texts = [line for f in sorted(corpus_dir.iterdir()) for line in f.read_text(encoding="utf-8").splitlines()]
+    tokenizer.train_tokenizer(TokenizerConfig(vocab_size=300), texts, 512).save_pretrained(str(path))
+    return path
+
+
+def test_mlm_with_jieba_whole_words_prepares_boundaries_and_trains_on_ray(ray_cluster, corpus_dir, zh_tokenizer,
+                                                                         tmp_path):
+    overrides = [f"corpus.source={corpus_dir}", "tokenizer.word_segmenter=jieba", f"tokenizer.path={zh_tokenizer}",
                  "objective.whole_word=true", "objective.mask_ratio=0.3", "model.preset=tiny", "train.seq_len=64",
                  "train.batch_size=16", "train.max_steps=10", "train.eval_every=10", "train.checkpoint_every=10",
                  "train.log_every=10", "eval.max_blocks=32", "eval.probe_docs=0", "data.shard_rows=100",
                  "scaling.in_process=false", "run.quiet=true", f"run.out={tmp_path / 'run'}",
                  f"data.cache_dir={tmp_path / 'cache'}"]
-    data = sslab.prepare(overrides=overrides)
+    data = sslab.prepare(None, overrides=overrides)
     assert not data.hit
     # The prepared rows carry jieba's boundaries, aligned to their tokens: multi-character words.
     rows = pipeline.to_numpy(data.entry.read("train"))

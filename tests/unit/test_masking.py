@@ -420,7 +420,7 @@ def test_a_missing_jieba_names_the_extra_before_ray_starts(monkeypatch, fresh_se
     monkeypatch.setattr(cluster, "init_ray", no_ray)
     for stage in (sslab.prepare, sslab.pretrain):
         with pytest.raises(ConfigError) as e:
-            stage(overrides=["tokenizer.word_segmenter=jieba", f"run.out={tmp_path / 'run'}"])
+            stage(None, overrides=["tokenizer.word_segmenter=jieba", f"run.out={tmp_path / 'run'}"])
         assert str(e.value) == "tokenizer.word_segmenter='jieba' needs the jieba package: pip install 'sslab[zh]'"
     assert not (tmp_path / "run").exists()
 
