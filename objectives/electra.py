@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
-from sslab.masking import mask_tokens
+from sslab.masking import WordMasking, mask_tokens
 
 if TYPE_CHECKING:
     from transformers import ElectraConfig
@@ -34,12 +34,13 @@ models = lazy.module("sslab.models")
 # Of the selected tokens the generator sees 85 % as [MASK] and 15 % unchanged, never a random
 # token: google-research/electra, pretrain_helpers.mask.
 GENERATOR_MASK_SHARE = 0.85
-RTD_STREAM = 8  # RowRandom stream of the eval replacements (mask_tokens draws on streams 0-2)
+RTD_STREAM = 8  # RowRandom stream of the eval replacements (mask_tokens draws on streams 0-6)
 
 
 @dataclass(kw_only=True)
-class ELECTRAConfig(ObjectiveConfig):
-    """ELECTRA knobs: the generator's masking and size, the loss weighting, the sampling."""
+class ELECTRAConfig(WordMasking, ObjectiveConfig):
+    """ELECTRA knobs: the generator's masking (tokens, whole words or n-grams, as mlm's) and
+    size, the loss weighting, the sampling."""
 
     name: str = "electra"
     mask_ratio: float = 0.15
@@ -59,6 +60,7 @@ class ELECTRAConfig(ObjectiveConfig):
                 self.disc_weight, "a number >= 0")
         require(math.isfinite(self.temperature) and self.temperature > 0, "objective.temperature",
                 self.temperature, "a positive number")
+        self.check_word_masking()
 
 
 # ---------------------------------------------------------------- the two networks' configs
@@ -117,8 +119,9 @@ class ELECTRA(Objective):
             raise ConfigError("objective.name='electra' needs a tokenizer with a mask token; this one has none")
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
-        ids = batch["input_ids"]
-        out = mask_tokens(ids, rng, self.vocab, self.cfg.mask_ratio, GENERATOR_MASK_SHARE, 0.0)
+        ids, c = batch["input_ids"], self.cfg
+        out = mask_tokens(ids, rng, self.vocab, c.mask_ratio, GENERATOR_MASK_SHARE, 0.0, c.whole_word,
+                          continues=batch.get(segment.COLUMN), ngram=c.ngram_probs if c.ngram else None)
         return {**out, "original": ids.astype(np.int64)}
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sslab import lazy
+from sslab import lazy, segment, similar
 from sslab.config import EvalConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
-from sslab.masking import mask_tokens
+from sslab.masking import WordMasking, mask_tokens
 from sslab.objectives.base import IGNORE, Batch, register
 from sslab.objectives.encoder import EncoderObjective
 from sslab.rng import RowRandom
@@ -17,19 +17,24 @@ F = lazy.module("torch.nn.functional")
 
 
 @dataclass(kw_only=True)
-class MLMConfig(ObjectiveConfig):
+class MLMConfig(WordMasking, ObjectiveConfig):
     """Masked-LM knobs. Of the selected tokens, ``replace_mask`` become the mask token,
-    ``replace_random`` a random token, and the rest stay as they are (BERT's 80/10/10)."""
+    ``replace_random`` a random token, and the rest stay as they are (BERT's 80/10/10).
+    ``whole_word``, ``ngram`` and ``replace_similar`` give BERT-wwm's and MacBERT's masking."""
 
     name: str = "mlm"
     mask_ratio: float = 0.15
     """Share of (non-special) tokens selected for prediction."""
     replace_mask: float = 0.8
-    """Share of selected tokens replaced by the mask token."""
+    """Share of selected tokens replaced by the mask token (by a similar word with ``replace_similar``)."""
     replace_random: float = 0.1
-    """Share of selected tokens replaced by a random token."""
-    whole_word: bool = False
-    """Select whole words: all pieces of a word are masked together."""
+    """Share of selected tokens replaced by a random token (a random word with ``replace_similar``)."""
+    replace_similar: str | None = None
+    """MacBERT's "MLM as correction": a file of similar words, one ``word<TAB>similar words
+    separated by spaces`` a line (UTF-8; see :mod:`sslab.similar`). A selected word's
+    ``replace_mask`` share becomes a similar word of as many tokens instead of the mask token
+    (a random word of its length when it has none), its ``replace_random`` share a random word,
+    decided once per word. A path every training node can read."""
 
     def __post_init__(self):
         require_fraction("objective.mask_ratio", self.mask_ratio)
@@ -37,6 +42,18 @@ class MLMConfig(ObjectiveConfig):
         require_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
         require(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
                 f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
+        self.check_word_masking()
+        if self.replace_similar is not None:
+            similar.read(self.replace_similar)  # refused before Ray starts: missing, unreadable, not word<TAB>words
+
+
+def similar_table(path: str | None, vocab) -> similar.SimilarWords | None:
+    """The similar words of ``objective.replace_similar`` in this tokenizer's ids (None: unset)."""
+    if path is None:
+        return None
+    if vocab.tokenizer_json is None:
+        raise ConfigError(f"objective.replace_similar={path!r} needs the tokenizer itself to tokenise its words")
+    return similar.build(similar.read(path), vocab.tokenizer_json, vocab.special_ids)
 
 
 @register
@@ -49,7 +66,8 @@ class MLM(EncoderObjective):
     Config = MLMConfig
     metrics = ("eval_mlm_loss", "eval_mlm_acc", "eval_unigram_acc", "probe_acc")
     baselines = {"eval_unigram_loss": "eval_mlm_loss", "eval_unigram_acc": "eval_mlm_acc"}
-    paper = "BERT (Devlin et al. 2019); RoBERTa dynamic masking (Liu et al. 2019)"
+    paper = ("BERT (Devlin et al. 2019); RoBERTa dynamic masking (Liu et al. 2019); whole words, n-grams, similar "
+             "words: BERT-wwm, MacBERT (Cui et al. 2020, 2021)")
     lm_head = True
     aux_weight = 0.1  # SimCSE's MLM auxiliary weight (Gao et al. 2021, appendix)
 
@@ -57,11 +75,13 @@ class MLM(EncoderObjective):
         super().__init__(cfg, vocab)
         if vocab.mask_id is None:
             raise ConfigError("objective.name='mlm' needs a tokenizer with a mask token; this one has none")
+        self.similar = similar_table(cfg.replace_similar, vocab)
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         c = self.cfg
-        return mask_tokens(batch["input_ids"], rng, self.vocab, c.mask_ratio, c.replace_mask,
-                           c.replace_random, c.whole_word)
+        return mask_tokens(batch["input_ids"], rng, self.vocab, c.mask_ratio, c.replace_mask, c.replace_random,
+                           c.whole_word, continues=batch.get(segment.COLUMN),
+                           ngram=c.ngram_probs if c.ngram else None, similar=self.similar)
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
         return mask_tokens(batch["input_ids"], rng, self.vocab, protocol.mask_ratio, 0.8, 0.1)

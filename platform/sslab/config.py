@@ -99,8 +99,18 @@ class TokenizerConfig:
     """Documents streamed from the corpus to train it."""
     path: str | None = None
     """Load a fast tokenizer from this local directory instead of training one."""
+    word_segmenter: str | None = None
+    """Cut documents into words for ``objective.whole_word`` (Chinese: BERT-wwm, MacBERT):
+    ``jieba`` (``pip install 'sslab[zh]'``) or the import path ``package.module:function`` of any
+    ``text -> list[str]`` callable (LTP, pkuseg …). It runs once, as the corpus is prepared, and
+    packed blocks keep its word boundaries; unset, words are the tokenizer's (``##``, ``Ġ``)."""
 
     def __post_init__(self):
+        if self.word_segmenter is not None:
+            from sslab import segment
+
+            require(segment.is_valid_name(self.word_segmenter), "tokenizer.word_segmenter", self.word_segmenter,
+                    segment.describe())
         require(self.vocab_size >= 100, "tokenizer.vocab_size", self.vocab_size, "an integer >= 100")
         require(self.sample_docs >= 1, "tokenizer.sample_docs", self.sample_docs, "an integer >= 1")
         if self.path is not None and "://" not in self.path:

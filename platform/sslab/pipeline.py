@@ -20,7 +20,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.data.extensions import ArrowTensorArray
 from tokenizers import Tokenizer
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import Config, EvalConfig
 from sslab.objectives.base import Objective
 from sslab.rng import RowRandom, splitmix64
@@ -44,12 +44,17 @@ class Tokenize:
     """
 
     def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int, pad_id: int = 0,
-                 unit: str = "packed"):
+                 unit: str = "packed", word_segmenter: str | None = None):
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.seq_len, self.cls_id, self.sep_id, self.pad_id, self.unit = seq_len, cls_id, sep_id, pad_id, unit
+        self.segment = segment.load(word_segmenter) if word_segmenter and unit == "packed" else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         texts = list(batch["text"])
+        if self.unit == "packed" and self.segment:  # offsets (not encode_batch_fast) map tokens to words
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+            return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id,
+                        segment.mark_words(self.segment, texts, encodings))
         if self.unit == "packed":
             encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
             return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id)
@@ -125,26 +130,42 @@ def hash_ids(ids: list[int]) -> int:
     return int(content_hash(np.asarray([ids or [0]], dtype=np.int64))[0])
 
 
-def pack(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int) -> pa.Table:
+def pack(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int,
+         continues: list[np.ndarray] | None = None) -> pa.Table:
     """Concatenate documents (each closed by ``sep_id``) and cut ``[CLS] body [SEP]`` blocks.
 
     RoBERTa's FULL-SENTENCES packing: no padding, so every position trains. The tail that does
     not fill a block is dropped. Each block gets a ``row_id``, a hash of its tokens, which seeds
-    its masks independently of where the block lands.
+    its masks independently of where the block lands. ``continues`` (per document, per token: it
+    continues a segmenter's word) is cut the same way into the :data:`sslab.segment.COLUMN` column.
     """
     body = seq_len - 2
-    lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
-    flat = np.full(int(lengths.sum()), sep_id, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    for doc, end in zip(docs, ends):
-        flat[end - 1 - len(doc): end - 1] = doc
+    flat = concatenated(docs, sep_id, np.int64)
     n = len(flat) // body
-    blocks = np.empty((n, seq_len), dtype=np.int64)
-    blocks[:, 0], blocks[:, -1] = cls_id, sep_id
-    blocks[:, 1:-1] = flat[: n * body].reshape(n, body)
+    blocks = framed(flat[: n * body].reshape(n, body), cls_id, sep_id)
     # A table, not a dict: Ray converts an empty 2-D array to pickled objects, not a tensor column.
-    return pa.table({"input_ids": ArrowTensorArray.from_numpy(blocks.astype(np.int32)),
-                     "row_id": pa.array(content_hash(blocks))})
+    columns = {"input_ids": ArrowTensorArray.from_numpy(blocks.astype(np.int32)),
+               "row_id": pa.array(content_hash(blocks))}
+    if continues is not None:  # False at [CLS], [SEP] and between documents
+        words = concatenated(continues, False, bool)[: n * body].reshape(n, body)
+        columns[segment.COLUMN] = ArrowTensorArray.from_numpy(framed(words, False, False))
+    return pa.table(columns)
+
+
+def concatenated(docs: list, closer, dtype) -> np.ndarray:
+    """The documents one after the other, each followed by ``closer``."""
+    lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
+    flat = np.full(int(lengths.sum()), closer, dtype=dtype)
+    for doc, end in zip(docs, np.cumsum(lengths)):
+        flat[end - 1 - len(doc): end - 1] = doc
+    return flat
+
+
+def framed(body: np.ndarray, first, last) -> np.ndarray:
+    """``body`` (rows, seq_len - 2) between a first and a last column."""
+    blocks = np.empty((body.shape[0], body.shape[1] + 2), dtype=body.dtype)
+    blocks[:, 0], blocks[:, -1], blocks[:, 1:-1] = first, last, body
+    return blocks
 
 
 def content_hash(blocks: np.ndarray) -> np.ndarray:
@@ -156,11 +177,18 @@ def content_hash(blocks: np.ndarray) -> np.ndarray:
 
 
 def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab, unit: str = "packed") -> ray.data.Dataset:
-    """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``)."""
+    """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``;
+    packed blocks with ``tokenizer.word_segmenter``'s word boundaries too)."""
     return docs.map_batches(
         tokenize_batch, fn_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len, cls_id=vocab.cls_id,
-                                       sep_id=vocab.sep_id, pad_id=vocab.pad_id, unit=unit),
+                                       sep_id=vocab.sep_id, pad_id=vocab.pad_id, unit=unit,
+                                       word_segmenter=segmenter_of(cfg, unit)),
         batch_size=TOKENIZE_BATCH, batch_format="numpy", zero_copy_batch=True)
+
+
+def segmenter_of(cfg: Config, unit: str) -> str | None:
+    """The word segmenter whose boundaries rows of ``unit`` carry (packed blocks only), or None."""
+    return cfg.tokenizer.word_segmenter if unit == "packed" else None
 
 
 def tokenize_batch(batch: dict[str, np.ndarray], **kwargs) -> pa.Table:

@@ -49,17 +49,22 @@ def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None) -> str:
+def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None,
+             word_segmenter: str | None = None) -> str:
     """The name of the entry holding a corpus's ``unit`` rows of ``seq_len`` tokens under one
-    tokenizer (``tokenizer_json``: its serialised form, special tokens included)."""
+    tokenizer (``tokenizer_json``: its serialised form, special tokens included), with the word
+    boundaries of ``word_segmenter`` when rows carry them."""
     tokenizer = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-    return digest("data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit)[:32]
+    segmented = [word_segmenter] if word_segmenter else []  # the keys of unsegmented entries stay as they were
+    return digest("data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit, *segmented)[:32]
 
 
 def tokenizer_key(corpus_fingerprint: str, tokenizer_cfg, max_length: int, seed: int) -> str:
     """The name of the tokenizer trained on a corpus (``tokenizer_cfg``: its
-    :class:`~sslab.config.TokenizerConfig`; ``seed`` draws its sample)."""
-    return digest("tokenizer", FORMAT, corpus_fingerprint, dataclasses.asdict(tokenizer_cfg), max_length, seed)[:32]
+    :class:`~sslab.config.TokenizerConfig`; ``seed`` draws its sample). The word segmenter does
+    not change the tokenizer, so not its key."""
+    settings = {k: v for k, v in dataclasses.asdict(tokenizer_cfg).items() if k != "word_segmenter"}
+    return digest("tokenizer", FORMAT, corpus_fingerprint, settings, max_length, seed)[:32]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import ray.train
 from ray.data.expressions import col
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from sslab import cluster, corpus, evaluation, pipeline, prepared, progress, runs, tracking
+from sslab import cluster, corpus, evaluation, pipeline, prepared, progress, runs, segment, tracking
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
@@ -94,6 +94,7 @@ def pretrain(config: Config | dict | str | Path | None = None, overrides: list[s
     files = corpus.check(cfg.corpus)
     prepared.check_writable(prepared.cache_root(cfg.data))
     tracking.check(cfg)
+    segment.check(cfg)
     tokenizers_mod.check_init_from(cfg.tokenizer, cfg.model.init_from, runs.directory(cfg),
                                    get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     cluster.check_local_cpus(cfg.run.ray_address, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
@@ -205,6 +206,7 @@ def prepare_listed(cfg: Config, files: corpus.CorpusFiles | None) -> Prepared:
     and checked already (``files``: its listing)."""
     started = time.time()
     prepared.check_writable(prepared.cache_root(cfg.data))
+    segment.check(cfg)
     with progress.quiet_libraries(cfg.run.quiet), tempfile.TemporaryDirectory() as scratch:
         cluster.init_ray(cfg)
         p = prepare_in(cfg, Path(scratch), files)
@@ -246,7 +248,8 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
-    key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit)
+    key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit,
+                            pipeline.segmenter_of(cfg, objective.unit))
     entry = prepared.find(root, key)
     if entry is None:
         splits = {"train": pipeline.tokenize(train_docs, tok_json, cfg, vocab, objective.unit),

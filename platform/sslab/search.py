@@ -25,7 +25,7 @@ from pathlib import Path
 import ray
 import yaml
 
-from sslab import capacity, cluster, corpus, owner, prepared, progress, runner
+from sslab import capacity, cluster, corpus, owner, prepared, progress, runner, segment
 from sslab import config as config_mod
 from sslab.errors import RunError, find_sslab_error
 from sslab.objectives import adopt, plugins
@@ -65,6 +65,7 @@ def tune(spec, *, out: str | Path | None = None, resume: bool = False, overrides
     extra = [f"{k.replace('__', '.')}={v}" for k, v in fields.items()]
     spec = load_spec(spec, list(overrides or []) + extra)
     check_corpora(spec)
+    segment.check(spec.base_config())
     prepared.check_writable(prepared.cache_root(spec.base_config().data))
     check_machine(spec)
     search_dir = directory_of(spec, out)

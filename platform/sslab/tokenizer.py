@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,9 @@ class Vocab:
     """Boolean per id: the token ends a sentence (``.``, ``!``, ``?``)."""
     extra_ids: tuple[int, ...] = ()
     """Ids of the objective's extra tokens (:meth:`Objective.extra_tokens`), in their order."""
+    tokenizer_json: str | None = field(default=None, repr=False)
+    """The tokenizer itself, serialised, for a data-side step that tokenises words of its own
+    (MacBERT's similar words, :mod:`sslab.similar`)."""
 
     @functools.cached_property
     def normal_ids(self) -> np.ndarray:
@@ -309,4 +312,5 @@ def vocab_of(tok: PreTrainedTokenizerFast, extra_tokens: list[str] = ()) -> Voca
     for token, idx in tok.get_vocab().items():
         ends[idx] = token.lstrip("\u0120") in (".", "!", "?")
     return Vocab(size=size, pad_id=pad_id, mask_id=tok.mask_token_id, cls_id=cls_id, sep_id=sep_id,
-                 special_ids=specials, continues_word=continues, sentence_end=ends, extra_ids=extra_ids)
+                 special_ids=specials, continues_word=continues, sentence_end=ends, extra_ids=extra_ids,
+                 tokenizer_json=tok.backend_tokenizer.to_str())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
-from sslab import tokenizer
+from sslab import segment, tokenizer
 from sslab.config import ConfigError, EvalConfig
 from sslab.rng import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
@@ -237,6 +237,65 @@ def test_whole_word_masking_follows_vocab_continues_word(vocab):
     assert 0.45 < (sel[:, 9] != sel[:, 6]).mean() < 0.55
     assert 0.45 < sel[:, 9].mean() < 0.55
     assert not sel[:, [0, 8, 11]].any()
+
+
+def vocab_marks(vocab, ids):
+    """The rows' word marks as a segmenter column would give them, from the vocabulary's ``##``."""
+    cont = vocab.continues_word[ids].copy()
+    cont[:, 1:] &= ~np.isin(ids[:, :-1], vocab.special_ids)
+    return cont
+
+
+@pytest.mark.parametrize("cfg", [{"whole_word": True}, {"whole_word": True, "ngram": True}, {}])
+def test_a_word_column_that_agrees_with_the_vocabulary_masks_as_the_vocabulary_does(vocab, blocks, cfg):
+    """English keeps its behaviour: rows without a segmenter column mask by the tokenizer's ``##``,
+    and a column saying the same gives the same masks; the column never reaches the model."""
+    objective, ids = mlm(vocab, mask_ratio=0.3, **cfg), blocks["input_ids"]
+    rng = RowRandom(4, 1, blocks["row_id"])
+    plain = objective.transform({"input_ids": ids}, rng)
+    with_column = objective.transform({"input_ids": ids, segment.COLUMN: vocab_marks(vocab, ids)}, rng)
+    assert set(with_column) == {"input_ids", "labels"}
+    for key in plain:
+        np.testing.assert_array_equal(with_column[key], plain[key])
+    # A column that says otherwise is what whole words follow (when whole_word is on).
+    shifted = objective.transform({"input_ids": ids, segment.COLUMN: np.roll(vocab_marks(vocab, ids), 1, axis=1)}, rng)
+    assert (shifted["labels"] != plain["labels"]).any() == bool(cfg.get("whole_word"))
+
+
+def mean_run(flags: np.ndarray) -> float:
+    """Mean length of the runs of True in a 1-d array."""
+    d = np.diff(np.r_[0, flags.astype(int), 0])
+    return float(np.mean(np.flatnonzero(d == -1) - np.flatnonzero(d == 1)))
+
+
+@pytest.mark.parametrize("ratio", [0.15, 0.4])
+def test_ngram_masking_on_word_pieces_keeps_words_whole_at_the_ratio_in_spans(tok, vocab, blocks, ratio):
+    ids = blocks["input_ids"]
+    cont = word_continuations(tok, vocab, ids)
+    selected = transformed(mlm(vocab, mask_ratio=ratio, whole_word=True, ngram=True), blocks)["labels"] != IGNORE
+    prev = np.zeros_like(selected)
+    prev[:, 1:] = selected[:, :-1]
+    assert (selected[cont] == prev[cont]).all(), "a word was partly selected"
+    eligible = eligible_of(vocab, ids)
+    assert abs(selected.sum() / eligible.sum() - ratio) < 0.005  # budgeted: see test_masking.py
+    # Spans of 1-4 words (2 on average): runs of selected words are longer than one word at a time gives.
+    starts = eligible & ~cont
+    single = transformed(mlm(vocab, mask_ratio=ratio, whole_word=True), blocks)["labels"] != IGNORE
+    assert mean_run(selected[starts]) > mean_run(single[starts]) + 0.5
+
+
+def test_mask_ratio_can_be_one_per_row(vocab, blocks):
+    """A per-row ratio (for a mask-rate schedule) works with every selection."""
+    ids, n = blocks["input_ids"], len(blocks["input_ids"])
+    ratios = np.where(np.arange(n) % 2 == 0, 0.1, 0.5)
+    eligible = eligible_of(vocab, ids)
+    from sslab.masking import mask_tokens
+    for kw in ({}, {"whole_word": True}, {"whole_word": True, "ngram": (0.4, 0.3, 0.2, 0.1)}):
+        out = mask_tokens(ids, RowRandom(0, 0, blocks["row_id"]), vocab, ratios, 0.8, 0.1, **kw)
+        sel = out["labels"] != IGNORE
+        for r in (0.1, 0.5):
+            rows = ratios == r
+            assert abs(sel[rows].sum() / eligible[rows].sum() - r) < 0.02, (kw, r)
 
 
 # ---------------------------------------------------------------- per-row randomness
