@@ -136,7 +136,7 @@ PREVIEW_EXAMPLES = """examples:
   sslab preview --objective mlm --corpus data/books/                  (5 rows, masked as in epoch 0)
   sslab preview --objective span --corpus data/zh/ -n 2 objective.noise_density=0.3
   sslab preview --objective mlm+sop --corpus data/books/ --epoch 3 --json
-  sslab preview --config my_run.yaml                                  (what `sslab pretrain --config my_run.yaml` trains on)
+  sslab preview --config my_run.yaml                                  (what `sslab pretrain --config my_run.yaml` reads)
   Reads the first documents of the corpus here, without Ray, in seconds. The tokenizer is the run's
   when tokenizer.path is set or `sslab prepare` has run; else one trained on those documents.
 """

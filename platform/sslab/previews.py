@@ -17,9 +17,10 @@ tokens look alike, but the ids are not the run's, which trains on a sample of th
 """
 from __future__ import annotations
 
+import os
 import re
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -41,8 +42,6 @@ MAX_BYTES = 8 << 20
 OBJECTIVE_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
 # Scripts written without spaces between words: WordPiece's decoder spaces out their characters.
 CJK = re.compile(r"[\u2e80-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-MARKS = {"mask": "masked", "random": "replaced by a random token", "kept": "selected, kept as it is",
-         "noised": "inside a masked span"}
 
 
 def preview(objective_or_config=None, corpus: str | None = None, overrides: list[str] | None = None, n: int = 5,
@@ -58,31 +57,32 @@ def preview(objective_or_config=None, corpus: str | None = None, overrides: list
     the row: masked tokens with their marks and labels, the two segments and the label, the two
     views, the corrupted input and the target), ``batch`` (every column training's batch holds
     for the row, as lists) and ``source`` (the prepared row before corruption), plus what was
-    previewed (``objective``, ``corpus``, ``epoch``, ``seed``, ``tokenizer``, ``documents``).
+    previewed (``objective``, ``corpus``, ``epoch``, ``seed``, ``tokenizer``, and ``documents``:
+    how many were read).
     """
     cfg = _config(objective_or_config, corpus, overrides)
     require(isinstance(n, int) and n >= 1, "-n", n, "an integer >= 1")
     require(isinstance(epoch, int) and epoch >= 0, "--epoch", epoch, "an integer >= 0")
     files = corpus_mod.check(cfg.corpus)
-    texts = first_documents(cfg.corpus, files)
+    docs = first_documents(cfg.corpus, files)
     objective_cls = get_objective(cfg.objective.name)
     extra = objective_cls.extra_tokens(cfg.objective)  # T5's sentinels
+    tok, origin = run_tokenizer(cfg, files, docs.column("text").to_pylist())
     with tempfile.TemporaryDirectory() as scratch:
-        tok, origin = run_tokenizer(cfg, files, texts, Path(scratch))
         tokenizers_mod.add_tokens(tok, extra, Path(scratch))
     vocab = tokenizers_mod.vocab_of(tok, extra)
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
-    rows = tokenize(texts, tok.backend_tokenizer.to_str(), cfg, vocab, objective.unit)
+    rows = tokenize(docs, tok.backend_tokenizer.to_str(), cfg, vocab, objective.unit)
     if rows.num_rows == 0:
-        from sslab.runner import too_small
+        from sslab.runner import too_small  # late: the runner imports the training side
 
-        raise RunError(f"the first {len(texts)} training documents of corpus {cfg.corpus.source!r} give no "
+        raise RunError(f"the first {docs.num_rows} training documents of corpus {cfg.corpus.source!r} give no "
                        f"{objective.unit} row: {too_small(objective.unit, cfg.train.seq_len)}")
     source = pipeline.to_numpy(rows.slice(0, pipeline.CORRUPT_BATCH))  # one training chunk at most
     batch = pipeline.corrupt(source, objective, cfg.train.seed, epoch)
     about = {"objective": cfg.objective.name, "unit": objective.unit, "corpus": cfg.corpus.source, "epoch": epoch,
-             "seed": cfg.train.seed, "seq_len": cfg.train.seq_len, "tokenizer": origin, "documents": len(texts)}
+             "seed": cfg.train.seed, "seq_len": cfg.train.seq_len, "tokenizer": origin, "documents": docs.num_rows}
     return [describe(i, objective, tok, source, batch, about) for i in range(min(n, rows.num_rows))]
 
 
@@ -102,15 +102,18 @@ def _config(objective_or_config, corpus: str | None, overrides: list[str] | None
 # ---------------------------------------------------------------- the corpus's first documents
 
 
-def first_documents(cfg: CorpusConfig, files: corpus_mod.CorpusFiles | None) -> list[str]:
-    """The cleaned training-split documents at the start of the corpus (at most :data:`MAX_DOCS`),
-    read here with the parsers Ray Data's read tasks use; a malformed file raises their CorpusError."""
-    texts: list[str] = []
+def first_documents(cfg: CorpusConfig, files: corpus_mod.CorpusFiles | None) -> pa.Table:
+    """The cleaned ``{text, label}`` documents of the training split at the start of the corpus (at
+    most :data:`MAX_DOCS`), read here with the parsers of Ray Data's read tasks (a malformed file
+    raises their CorpusError)."""
+    tables, count = [], 0
     for table in _tables(cfg, files):
-        texts += [t for t in table.column("text").to_pylist() if not corpus_mod.is_validation(t, cfg.val_fraction)]
-        if len(texts) >= MAX_DOCS:
+        train = [not corpus_mod.is_validation(t, cfg.val_fraction) for t in table.column("text").to_pylist()]
+        tables.append(table.filter(pa.array(train, pa.bool_())))
+        count += tables[-1].num_rows
+        if count >= MAX_DOCS:
             break
-    return texts[:MAX_DOCS]
+    return pa.concat_tables(tables).slice(0, MAX_DOCS) if tables else corpus_mod.SCHEMA.empty_table()
 
 
 def _tables(cfg: CorpusConfig, files: corpus_mod.CorpusFiles | None):
@@ -148,7 +151,7 @@ def _parquet(cfg: CorpusConfig, files: corpus_mod.CorpusFiles, path: str):
 # ---------------------------------------------------------------- tokenizer and rows, as a run makes them
 
 
-def run_tokenizer(cfg: Config, files, texts: list[str], scratch: Path):
+def run_tokenizer(cfg: Config, files, texts: list[str]):
     """The tokenizer a run of ``cfg`` would use, and a line saying where it came from."""
     given = tokenizers_mod.source_dir(cfg.tokenizer, runs.directory(cfg), cfg.model.init_from)
     if given:
@@ -177,18 +180,15 @@ class _Steps:
         return self
 
 
-def tokenize(texts: list[str], tokenizer_json: str, cfg: Config, vocab, unit: str) -> pa.Table:
-    """``texts`` as rows of ``unit``, made by the steps ``sslab prepare`` maps over the corpus, on
-    batches of the size it uses."""
+def tokenize(docs: pa.Table, tokenizer_json: str, cfg: Config, vocab, unit: str) -> pa.Table:
+    """The rows of ``unit`` that the first batch of ``docs`` gives (training's first rows), made by
+    the steps ``sslab prepare`` maps over the corpus, with their functions and arguments."""
     plan = pipeline.tokenize(_Steps(), tokenizer_json, cfg, vocab, unit)
-    table = pa.table({"text": pa.array(texts, pa.string()), "label": pa.array([None] * len(texts), pa.string())})
     for fn, options in plan.steps:
         if isinstance(fn, type):
             fn = fn(**options.get("fn_constructor_kwargs", {}))
-        size = options.get("batch_size") or max(table.num_rows, 1)
-        parts = [_run(fn, table.slice(i, size), options) for i in range(0, table.num_rows, size)]
-        table = pa.concat_tables(parts) if parts else table.slice(0, 0)
-    return table
+        docs = _run(fn, docs.slice(0, options.get("batch_size") or docs.num_rows), options)
+    return docs
 
 
 def _run(fn, table: pa.Table, options: dict) -> pa.Table:
@@ -238,7 +238,7 @@ class Text:
             if now.endswith("\ufffd") and i - start < 3:  # the character's bytes go on
                 out.append("")
                 continue
-            piece = now[len(before):] if now.startswith(before) else now[len(_common(before, now)):]
+            piece = now[len(os.path.commonprefix([before, now])):]
             if piece[:1] == " " and CJK.match(piece[1:2]) and CJK.match(last):
                 piece = piece[1:]  # WordPiece spaces out Chinese characters; the text had no spaces
             out.append(piece)
@@ -260,13 +260,6 @@ class Text:
         """Tokens out of context (a random replacement): as text, or as tokens where they are not."""
         text = self(ids)
         return text if text and "\ufffd" not in text else " ".join(self.tokens(ids))
-
-
-def _common(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def marked(pieces: list[str], marks: list[str], render) -> list[list[str]]:
@@ -300,7 +293,8 @@ def masked_view(part, text: Text, row: dict) -> dict:
     def render(word, positions, mark):
         if mark == "kept":
             return f"«={word}»"
-        return f"«{word}→{mask * len(positions)}»" if mark == "mask" else f"«{word}→~{text.alone(ids[positions])}»"
+        shown = mask * len(positions) if mark == "mask" else "~" + text.alone(ids[positions])
+        return f"«{word}→{shown}»"
 
     runs = marked(text.pieces(original), marks, render)
     counts = {"tokens": int((~np.isin(original, text.vocab.special_ids)).sum()), "selected": int(selected.sum()),
@@ -323,10 +317,8 @@ def pair_view(part, text: Text, row: dict) -> dict:
     ids = text.trim(row["input_ids"])
     if "labels" in row and row["labels"].shape == row["input_ids"].shape:  # a mixture's mlm masked them
         ids = np.where(row["labels"][:len(ids)] != IGNORE, row["labels"][:len(ids)], ids)
-    seps = np.flatnonzero(ids == text.vocab.sep_id)
-    segments = [text(s) for s in np.split(ids, seps + 1)[:2]]
-    segments = [s.removeprefix(text.tok.convert_ids_to_tokens(text.vocab.cls_id)).strip() for s in segments]
-    segments = [s.removesuffix(text.tok.convert_ids_to_tokens(text.vocab.sep_id)).strip() for s in segments]
+    a, b = np.split(ids[1:], np.flatnonzero(ids[1:] == text.vocab.sep_id) + 1)[:2]  # [CLS] A [SEP] B [SEP]
+    segments = [text(a[:-1]), text(b[:-1])]
     label = int(row[f"{part.name}_label"])
     meaning = PAIR_LABELS.get(part.name, ("0", "1"))[label]
     return {"part": part.name, "kind": "pair", "segments": segments, "label": label, "meaning": meaning,
@@ -395,10 +387,10 @@ RESET = "\033[0m"
 
 def format_rows(rows: list[dict], color: bool = False) -> str:
     """:func:`preview`'s rows as text for a terminal (``color``: ANSI colours on the marked runs)."""
-    about = rows[0]
-    lines = [f"{about['objective']} on {about['corpus']}: {len(rows)} rows ({about['unit']}, train.seq_len="
-             f"{about['seq_len']}) from the first {about['documents']} training documents, epoch {about['epoch']}, "
-             f"seed {about['seed']}", f"tokenizer: {about['tokenizer']}"]
+    about, plural = rows[0], "s" * (len(rows) > 1)
+    lines = [f"{about['objective']} on {about['corpus']}: the first {len(rows)} training row{plural} ({about['unit']}, "
+             f"train.seq_len={about['seq_len']}) as epoch {about['epoch']} corrupts them with seed {about['seed']}",
+             f"tokenizer: {about['tokenizer']}"]
     lines += legend(about["views"])
     width = max(len(v["part"]) for v in about["views"]) + 2
     for row in rows:
@@ -416,8 +408,8 @@ def legend(views: list[dict]) -> list[str]:
     out = []
     if "masked" in kinds:
         mask = next(v["mask_token"] for v in views if v["kind"] == "masked")
-        out.append(f"marks: «w→{mask}» masked · «w→~x» replaced by the random token x · «=w» selected, kept as it "
-                   "is; w is the label")
+        out.append(f"marks: «w→{mask}» masked · «w→~x» replaced by the random token x · «=w» selected, "
+                   "kept as it is; w is the label")
     if any(v["kind"] == "seq2seq" and any(m == "noised" for m, _ in v["runs"]) for v in views):
         out.append("marks: «w» in the target: inside a masked span of the input")
     return out

@@ -28,8 +28,8 @@ from sslab.stream import read_window
 pytestmark = pytest.mark.slow
 
 SMALL = ["train.seq_len=64", "tokenizer.vocab_size=600"]
-ZH = ["北京是中国的首都。", "今天天气很好，我们去公园散步吧！", "上海是一个人口很多的大城市。", "研究人员用中文文本训练语言模型。",
-      "这个方法的结果比以前好得多？", "学生们每天早上在图书馆学习。"]
+ZH = ["北京是中国的首都。", "今天天气很好，我们去公园散步吧！", "上海是一个人口很多的大城市。",
+      "研究人员用中文文本训练语言模型。", "这个方法的结果比以前好得多？", "学生们每天早上在图书馆学习。"]
 COMMANDS = {
     "mlm": ["--objective", "mlm", "-n", "3", "objective.mask_ratio=0.3"],
     "mlm json": ["--objective", "mlm", "-n", "24", "--json", "objective.mask_ratio=0.3"],
