@@ -61,8 +61,8 @@ def preview(objective_or_config=None, corpus: str | None = None, overrides: list
     how many were read).
     """
     cfg = _config(objective_or_config, corpus, overrides)
-    require(isinstance(n, int) and n >= 1, "-n", n, "an integer >= 1")
-    require(isinstance(epoch, int) and epoch >= 0, "--epoch", epoch, "an integer >= 0")
+    require(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    require(isinstance(epoch, int) and epoch >= 0, "epoch", epoch, "an integer >= 0")
     files = corpus_mod.check(cfg.corpus)
     docs = first_documents(cfg.corpus, files)
     objective_cls = get_objective(cfg.objective.name)

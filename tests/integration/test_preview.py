@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 import sslab
+import sslab.cli
 from sslab import synthetic
 from sslab.config import SyntheticConfig
 from sslab.objectives.base import IGNORE
@@ -43,6 +44,7 @@ COMMANDS = {
     "unknown objective": ["--objective", "nope"],
     "missing corpus": ["--objective", "mlm", "--corpus", "{missing}"],
     "bad value": ["--objective", "mlm", "objective.mask_ratio=1.5"],
+    "no rows": ["--objective", "mlm", "-n", "0"],
 }
 DRIVER = r"""
 import contextlib, io, json, sys, time
@@ -184,12 +186,19 @@ def test_chinese_text_reads_without_spaces(cli):
 
 @pytest.mark.parametrize("name, needle", [("unknown objective", "objective 'nope' is unknown"),
                                           ("missing corpus", "does not exist"),
-                                          ("bad value", "objective.mask_ratio=1.5")])
+                                          ("bad value", "objective.mask_ratio=1.5"), ("no rows", "n=0")])
 def test_bad_input_is_one_line_and_exit_code_1(cli, name, needle):
     run = cli["runs"][name]
     assert run["code"] == 1 and run["stdout"] == ""
     assert run["stderr"].splitlines() == [run["stderr"].strip()] and run["stderr"].startswith("sslab: error: ")
     assert needle in run["stderr"], run["stderr"]
+
+
+def test_preview_has_help_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sslab.cli.main(["preview", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "example" in out and "sslab preview --objective" in out and "--epoch" in out
 
 
 # ---------------------------------------------------------------- the rows training reads
