@@ -24,6 +24,7 @@ import sslab.cli
 from sslab import synthetic
 from sslab.config import SyntheticConfig
 from sslab.objectives.base import IGNORE
+from sslab.previews import format_rows
 from sslab.stream import read_window
 
 pytestmark = pytest.mark.slow
@@ -192,6 +193,18 @@ def test_bad_input_is_one_line_and_exit_code_1(cli, name, needle):
     assert run["code"] == 1 and run["stdout"] == ""
     assert run["stderr"].splitlines() == [run["stderr"].strip()] and run["stderr"].startswith("sslab: error: ")
     assert needle in run["stderr"], run["stderr"]
+
+
+def test_a_column_the_preview_does_not_know_is_summed_up_not_fatal(cli):
+    """A new per-token column (say, which tokens continue a word) in a row, or in the batch an
+    objective corrupts, shows as one line and travels in --json as it is."""
+    rows = rows_of(cli, "mlm json")[:2]
+    for row in rows:
+        flags = [k % 3 == 0 for k in range(len(row["batch"]["input_ids"]))]
+        row["source"]["continues_word"] = row["batch"]["continues_word"] = flags
+    text = format_rows(rows)
+    assert text.count(f"continues_word: {len(flags)} flags, {sum(flags)} set") == 2
+    assert text.count("tokens selected") == 2
 
 
 def test_preview_has_help_with_examples(capsys):
