@@ -7,6 +7,7 @@
 >>> result = sslab.train(data)              # doctest: +SKIP
 >>> result = sslab.pretrain(cfg)            # the same three stages in one call   # doctest: +SKIP
 >>> result.summary["eval_mlm_acc"], result.model_dir   # doctest: +SKIP
+>>> rows = sslab.preview("mlm", corpus="data/books/", n=3)   # what masking does to your text   # doctest: +SKIP
 >>> search = sslab.tune("mlm_masking", out="runs/masking", **{"model.preset": "tiny"})  # doctest: +SKIP
 >>> search.table.head(), search.best["model_dir"]   # doctest: +SKIP
 """
@@ -45,6 +46,14 @@ def train(data, **kwargs):
     return _train(data, **kwargs)
 
 
+def preview(objective_or_config=None, **kwargs):
+    """The first rows of a corpus tokenised and corrupted as training reads them, without Ray;
+    see :func:`sslab.previews.preview`."""
+    from sslab.previews import preview as _preview
+
+    return _preview(objective_or_config, **kwargs)
+
+
 def tune(spec, **kwargs):
     """Run a hyperparameter search; see :func:`sslab.search.tune`."""
     from sslab.search import tune as _tune
@@ -53,5 +62,5 @@ def tune(spec, **kwargs):
 
 
 __all__ = ["Config", "ConfigError", "CorpusError", "DirectoryInUse", "RunError", "SslabError", "load_config", "prepare",
-           "pretrain", "resolve", "train", "tune"]
+           "pretrain", "preview", "resolve", "train", "tune"]
 __version__ = "0.1.0"
