@@ -49,11 +49,17 @@ def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None) -> str:
+def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None,
+             sentence_split: str = "auto") -> str:
     """The name of the entry holding a corpus's ``unit`` rows of ``seq_len`` tokens under one
-    tokenizer (``tokenizer_json``: its serialised form, special tokens included)."""
+    tokenizer (``tokenizer_json``: its serialised form, special tokens included). Rows built from
+    sentences (any unit but ``packed``) also depend on ``sentence_split``, the rule that finds
+    them; packed rows do not, so runs that differ only in it share their packed entry."""
     tokenizer = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-    return digest("data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit)[:32]
+    parts = ["data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit]
+    if {unit, eval_unit or unit} != {"packed"}:
+        parts.append(sentence_split)
+    return digest(*parts)[:32]
 
 
 def tokenizer_key(corpus_fingerprint: str, tokenizer_cfg, max_length: int, seed: int) -> str:

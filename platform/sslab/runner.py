@@ -246,7 +246,8 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
     objective = objective_cls(cfg.objective, vocab)
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
-    key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit)
+    key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit,
+                            cfg.corpus.sentence_split)
     entry = prepared.find(root, key)
     hit = entry is not None
     if not hit:
