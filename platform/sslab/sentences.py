@@ -12,6 +12,9 @@ whitespace around a sentence is dropped. The named rules:
   right after the mark (``。」``, ``！”``, ``？）``) stays with its sentence;
 - ``auto`` (the default): both, for Chinese, Japanese, English and text that mixes them.
 
+A piece between two breaks that has no letter is no sentence: a list number (``3.``) opens the
+sentence after it, stray punctuation closes the sentence before it.
+
 This module imports nothing heavy: the config validates a rule with it before Ray starts.
 """
 from __future__ import annotations
@@ -22,15 +25,17 @@ import re
 CJK_MARKS = "。！？；｡"
 """Marks that end a CJK sentence wherever they stand (the full-width ``．`` and ``……`` too, with care)."""
 LATIN_MARKS = ".!?"
-CLOSERS = "」』”’）》〉】〕〗〙〛｣\"')]}"
-"""Closing quotes and brackets that stay with the sentence whose mark they follow."""
+CLOSERS = "」』”’）》〉】〕〗〙〛｣)]}"
+"""Closing quotes and brackets that stay with the sentence whose mark they follow (and a straight
+quote ``"`` or ``'``, unless a Latin letter or digit follows it: then it opens the next one)."""
 
-_CJK = rf"(?:[{CJK_MARKS}]|．(?![0-9０-９])|…{{2,}})+[{re.escape(CLOSERS)}]*\s*"
+_CLOSE = rf"(?:[{re.escape(CLOSERS)}]|[\"'](?![A-Za-z0-9%$]))*"
+_CJK = rf"(?:[{CJK_MARKS}]|．(?![0-9０-９])|…{{2,}})+{_CLOSE}\s*"
 _LATIN = rf"(?<=[{re.escape(LATIN_MARKS)}])\s+"
 RULES = {"auto": f"{_LATIN}|{_CJK}", "latin": _LATIN, "cjk": _CJK}
 """The named rules of ``corpus.sentence_split``, as regular expressions (see the module's docstring)."""
 
-_END_TOKEN = re.compile(rf"(?:[{re.escape(LATIN_MARKS + CJK_MARKS)}．]|…)+[{re.escape(CLOSERS)}]*")
+_END_TOKEN = re.compile(rf"(?:[{re.escape(LATIN_MARKS + CJK_MARKS)}．]|…)+[{re.escape(CLOSERS)}\"']*")
 
 
 def check_rule(rule: str) -> str | None:
@@ -54,14 +59,20 @@ def pattern(rule: str) -> re.Pattern:
 
 
 def split_sentences(text: str, rule: str = "auto") -> list[str]:
-    """``text``'s sentences by ``rule`` (``corpus.sentence_split``), stripped, none empty."""
-    sentences, start = [], 0
-    for match in pattern(rule).finditer(text):
-        if match.end() > start:
-            sentences.append(text[start:match.end()].strip())
-            start = match.end()
-    sentences.append(text[start:].strip())
-    return [s for s in sentences if s]
+    """``text``'s sentences by ``rule`` (``corpus.sentence_split``), stripped. A piece without a
+    letter is no sentence of its own: a list number (``3.``, ``(2)``) opens the sentence after it,
+    and stray punctuation (``；``, ``。``) closes the one before it (or opens the first)."""
+    spans, begin = [], 0
+    for end in [m.end() for m in pattern(rule).finditer(text)] + [len(text)]:
+        piece = text[begin:end]
+        if any(c.isalpha() for c in piece) or (end == len(text) and not spans):
+            spans.append([begin, end])
+            begin = end
+        elif spans and not any(c.isdigit() for c in piece):
+            spans[-1][1] = begin = end
+    if begin < len(text) and text[begin:].strip():  # a list number or mark at the very end
+        spans[-1][1] = len(text)
+    return [s for s in (text[b:e].strip() for b, e in spans) if s]
 
 
 def ends_sentence(piece: str) -> bool:

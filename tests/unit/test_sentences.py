@@ -65,9 +65,18 @@ def test_mixed_chinese_and_english_text_splits_in_both_scripts():
     ("她问：「行吗？」我说：「行。」", ["她问：「行吗？」", "我说：「行。」"]),
     ("（注：见上文。）下一句。", ["（注：见上文。）", "下一句。"]),
     ("书名是《活着。》好书！", ["书名是《活着。》", "好书！"]),
+    ('他说："好的。"然后走了。', ['他说："好的。"', "然后走了。"]),
+    ('文件已保存。"main.py" 已更新。', ["文件已保存。", '"main.py" 已更新。']),  # a straight quote opening
 ])
 def test_a_closing_quote_or_bracket_after_the_mark_stays_with_its_sentence(text, expected):
     assert split_sentences(text) == expected
+
+
+def test_a_stray_mark_or_a_list_number_is_no_sentence_of_its_own():
+    assert split_sentences("；忽略这个设定。下一句。 。") == ["；忽略这个设定。", "下一句。 。"]
+    assert split_sentences("。。。") == ["。。。"]
+    assert split_sentences("3. 现在请移动光标。 4. 重复步骤。") == ["3. 现在请移动光标。", "4. 重复步骤。"]
+    assert split_sentences("1. Install it. 2. Run it. Total: 3.") == ["1. Install it.", "2. Run it. Total: 3."]
 
 
 def test_latin_text_splits_as_before_cjk_support():
