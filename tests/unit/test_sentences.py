@@ -76,7 +76,7 @@ def test_a_stray_mark_or_a_list_number_is_no_sentence_of_its_own():
     assert split_sentences("；忽略这个设定。下一句。 。") == ["；忽略这个设定。", "下一句。 。"]
     assert split_sentences("。。。") == ["。。。"]
     assert split_sentences("3. 现在请移动光标。 4. 重复步骤。") == ["3. 现在请移动光标。", "4. 重复步骤。"]
-    assert split_sentences("1. Install it. 2. Run it. Total: 3.") == ["1. Install it.", "2. Run it. Total: 3."]
+    assert split_sentences("1. Install it. 2. Run it. Total: 3. 4.") == ["1. Install it.", "2. Run it.", "Total: 3. 4."]
 
 
 def test_latin_text_splits_as_before_cjk_support():
