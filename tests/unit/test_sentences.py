@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from sslab import pipeline, prepared, synthetic, tokenizer
+from sslab import corpus, pipeline, prepared, synthetic, tokenizer
 from sslab.config import ConfigError, CorpusConfig, SyntheticConfig, TokenizerConfig, load
 from sslab.objectives.denoise import sentence_order
 from sslab.rng import RowRandom
@@ -162,6 +162,10 @@ def test_the_rule_is_part_of_the_prepared_data_key_of_units_built_from_sentences
     assert key("pairs", None, "auto") != key("pairs", None, "latin")
     assert key("packed", "halves", "auto") != key("packed", "halves", "cjk")
     assert key("packed", None, "auto") == key("packed", None, "latin")  # packed rows have no sentences
+    # Nor does the rule decide the documents, so the corpus (and the tokenizer trained on it) stays.
+    assert corpus.fingerprint(CorpusConfig(sentence_split="cjk")) == corpus.fingerprint(CorpusConfig())
+    zh = CorpusConfig(synthetic=SyntheticConfig(language="zh"))
+    assert corpus.fingerprint(zh) != corpus.fingerprint(CorpusConfig())
 
 
 # ---------------------------------------------------------------- tokens that end a sentence
