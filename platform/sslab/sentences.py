@@ -44,10 +44,10 @@ def check_rule(rule: str) -> str | None:
     if rule in RULES:
         return None
     try:
-        pattern = re.compile(rule)
+        compiled = re.compile(rule)
     except re.error as e:
         return f"not a regular expression ({e})"
-    if pattern.fullmatch(""):
+    if compiled.fullmatch(""):
         return "it matches the empty string, so it would end a sentence after every character"
     return None
 
