@@ -44,7 +44,8 @@ class DenoiseConfig(ObjectiveConfig):
     """Mean of the Poisson distribution the span lengths are drawn from (BART: 3)."""
     permute_sentences: bool = False
     """Shuffle the sentences of each document in a block before masking (BART's sentence
-    permutation); sentences end at ``.``, ``!``, ``?`` and never cross a [SEP]."""
+    permutation); sentences end at a sentence-ending token (Latin or CJK: ``.!?。！？；``, see
+    :attr:`~sslab.tokenizer.Vocab.sentence_end`) and never cross a [SEP]."""
 
     def __post_init__(self):
         require_fraction("objective.mask_ratio", self.mask_ratio)
@@ -78,7 +79,10 @@ def sentence_order(body: np.ndarray, rng: RowRandom, vocab) -> np.ndarray:
     sentence together and in order, and each [SEP] last in its document.
     """
     is_sep = body == vocab.sep_id
-    ends = vocab.sentence_end[body] | is_sep
+    marks = vocab.sentence_end[body]
+    ends = marks.copy()
+    ends[:, :-1] &= ~marks[:, 1:]  # a run of marks (``?!``, ``……``, ``。。。``) ends one sentence, at its last
+    ends |= is_sep
     sentence = np.cumsum(ends, axis=1) - ends  # a sentence's last token belongs to it
     doc = np.cumsum(is_sep, axis=1) - is_sep
     key = np.take_along_axis(rng.uniform(body.shape[1], stream=2), sentence, axis=1)

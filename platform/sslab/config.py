@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sslab import sentences
 from sslab.errors import ConfigError
 
 log = logging.getLogger("sslab")
@@ -54,6 +55,9 @@ class SyntheticConfig:
     """Sentences in each document."""
     seed: int = 0
     """Seed of the generator: the same seed gives the same corpus, byte for byte."""
+    language: Literal["en", "zh"] = "en"
+    """``en``: English-like pseudo-words; ``zh``: Chinese text of 2-4 character words, sentences
+    closed by ``。`` (some ``！``, ``？``), no spaces. Both have topics, entities and discourse order."""
 
     def __post_init__(self):
         require(self.num_docs >= 10, "corpus.synthetic.num_docs", self.num_docs, "an integer >= 10")
@@ -79,12 +83,20 @@ class CorpusConfig:
     """Documents shorter than this after whitespace cleanup are dropped."""
     val_fraction: float = 0.05
     """Share of documents held out for validation, chosen by a hash of their content."""
+    sentence_split: str = "auto"
+    """Where sentences end, for the units built from sentences (sop, nsp, simcse): ``auto``
+    (Latin and CJK), ``latin`` (after ``.!?`` and a space), ``cjk`` (after ``。！？；…`` and their
+    full-width forms, spaces or not), or a regular expression whose every match ends a sentence
+    (see :mod:`sslab.sentences`)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
         require(bool(self.source), "corpus.source", self.source, "a path, glob, URI or 'synthetic'")
         require(self.min_chars >= 1, "corpus.min_chars", self.min_chars, "an integer >= 1")
         require_fraction("corpus.val_fraction", self.val_fraction)
+        why = sentences.check_rule(self.sentence_split) if isinstance(self.sentence_split, str) else "not text"
+        require(why is None, "corpus.sentence_split", self.sentence_split,
+                f"{', '.join(sentences.RULES)} or a regular expression; {why}")
 
 
 @dataclass(kw_only=True)

@@ -177,7 +177,8 @@ def fingerprint(cfg: CorpusConfig, files: CorpusFiles | None = None) -> str:
     reader's options. A file added, removed, rewritten or touched changes it; naming the same
     files another way (a folder, a glob) does not. ``files``: the corpus listed already
     (:func:`check`), so that the digest names exactly the files that are read."""
-    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "synthetic")}
+    # sentence_split decides no document: the prepared-data key of the units it shapes holds it.
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("source", "synthetic", "sentence_split")}
     if cfg.source == "synthetic":
         from sslab import synthetic
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +23,7 @@ from sslab import lazy, segment
 from sslab.config import Config, EvalConfig
 from sslab.objectives.base import Objective
 from sslab.rng import RowRandom, splitmix64
+from sslab.sentences import split_sentences
 
 # Only the training workers' collate needs torch; Ray Data's processes run this module without it.
 torch = lazy.module("torch")
@@ -32,22 +32,22 @@ TOKENIZE_BATCH = 1024  # documents per map_batches call; packing leftovers are d
 CORRUPT_BATCH = 256  # blocks per corruption call
 
 
-SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
-
-
 class Tokenize:
     """Documents to rows of an objective's unit; built once per Ray worker process (``tokenize_batch``).
 
     ``unit`` picks what a row is: a packed block (``packed``), a segment and the segment after
     it in the same document (``pairs``), a sentence and the next one (``sentences``, where a
     last sentence has no partner), or a document's first and second half (``halves``).
+    ``sentence_split`` is the rule that finds the sentences (``corpus.sentence_split``,
+    :func:`sslab.sentences.split_sentences`).
     """
 
     def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int, pad_id: int = 0,
-                 unit: str = "packed", word_segmenter: str | None = None):
+                 unit: str = "packed", word_segmenter: str | None = None, sentence_split: str = "auto"):
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.seq_len, self.cls_id, self.sep_id, self.pad_id, self.unit = seq_len, cls_id, sep_id, pad_id, unit
         self.segment = segment.load(word_segmenter) if word_segmenter and unit == "packed" else None
+        self.sentence_split = sentence_split
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         texts = list(batch["text"])
@@ -58,7 +58,7 @@ class Tokenize:
         if self.unit == "packed":
             encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
             return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id)
-        sentences = [SENTENCE_BREAK.split(t) for t in texts]
+        sentences = [split_sentences(t, self.sentence_split) for t in texts]
         flat = self.tokenizer.encode_batch_fast([s for doc in sentences for s in doc], add_special_tokens=False)
         ends = np.cumsum([len(doc) for doc in sentences])
         docs = [[e.ids for e in flat[end - len(doc): end]] for doc, end in zip(sentences, ends)]
@@ -178,11 +178,13 @@ def content_hash(blocks: np.ndarray) -> np.ndarray:
 
 def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab, unit: str = "packed") -> ray.data.Dataset:
     """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``;
-    packed blocks with ``tokenizer.word_segmenter``'s word boundaries too)."""
+    packed blocks with ``tokenizer.word_segmenter``'s word boundaries too); sentences end where
+    ``cfg.corpus.sentence_split`` says."""
     return docs.map_batches(
         tokenize_batch, fn_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len, cls_id=vocab.cls_id,
                                        sep_id=vocab.sep_id, pad_id=vocab.pad_id, unit=unit,
-                                       word_segmenter=segmenter_of(cfg, unit)),
+                                       word_segmenter=segmenter_of(cfg, unit),
+                                       sentence_split=cfg.corpus.sentence_split),
         batch_size=TOKENIZE_BATCH, batch_format="numpy", zero_copy_batch=True)
 
 

@@ -50,13 +50,19 @@ def digest(*parts) -> str:
 
 
 def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None,
-             word_segmenter: str | None = None) -> str:
+             word_segmenter: str | None = None, sentence_split: str = "auto") -> str:
     """The name of the entry holding a corpus's ``unit`` rows of ``seq_len`` tokens under one
     tokenizer (``tokenizer_json``: its serialised form, special tokens included), with the word
-    boundaries of ``word_segmenter`` when rows carry them."""
+    boundaries of ``word_segmenter`` when rows carry them. Rows built from sentences (any unit but
+    ``packed``) also depend on ``sentence_split``, the rule that finds them; packed rows do not,
+    so runs that differ only in it share their packed entry."""
     tokenizer = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-    segmented = [word_segmenter] if word_segmenter else []  # the keys of unsegmented entries stay as they were
-    return digest("data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit, *segmented)[:32]
+    parts = ["data", FORMAT, corpus_fingerprint, tokenizer, seq_len, unit, eval_unit]
+    if word_segmenter:  # the keys of unsegmented entries stay as they were
+        parts.append(word_segmenter)
+    if {unit, eval_unit or unit} != {"packed"}:
+        parts.append(sentence_split)
+    return digest(*parts)[:32]
 
 
 def tokenizer_key(corpus_fingerprint: str, tokenizer_cfg, max_length: int, seed: int) -> str:

@@ -16,8 +16,21 @@ What there is to learn, from short to long range:
 - discourse: sentences start with ``first``, then ``then``/``next``/``later`` in a fixed cycle,
   and the last with ``finally``, so swapped sentences are detectable (sentence-order prediction).
 
-Document ``i`` depends only on the config and ``i``; the vocabulary only on the seed and the
-number of topics. Words are lowercase ASCII pseudo-words built from consonant-vowel syllables.
+Document ``i`` depends only on the config and ``i``; the vocabulary only on the seed, the
+number of topics and the language. Words are lowercase ASCII pseudo-words built from
+consonant-vowel syllables.
+
+``language: zh`` gives Chinese text with the same structure, written without spaces::
+
+    首先，一张单类级将的唱战鞋叫做冯文，宫牛了这张状眼。然后，冯文唱题了这些面字吗？接着，冯文层季了这座菜甜年。
+    后来，冯文友唱了这个货象。然后，……。最后，冯文唱题了这些镜戴妻，因为它很恨环境吗？
+
+Its words are pseudo-words of 2-4 common characters (nouns, verbs and adjectives per topic, as
+above); each noun has a measure word (``一只``, ``这本``) that agrees with it, and a plural
+(``这些`` without measure word) agrees with its pronoun (``它很`` / ``它们很``). Names are a
+surname and one or two characters. Sentences end with ``。``, one in ten with ``！`` and one in
+ten is a question ending ``吗？``; the discourse markers are ``首先``, ``然后``/``接着``/``后来``
+and ``最后``, each followed by ``，``.
 """
 from __future__ import annotations
 
@@ -36,6 +49,27 @@ MIDDLE_MARKERS = ("then", "next", "later")
 NOUNS, VERBS, ADJECTIVES, NAMES = 30, 15, 15, 300
 PREFERRED = 3  # verbs and adjectives each noun prefers
 
+# Chinese: the characters of the function words, measure words and surnames never occur in a
+# content word, so a segmenter can find the words and a name never equals a stem.
+ZH_MARKERS = {"first": "首先", "then": "然后", "next": "接着", "later": "后来", "finally": "最后"}
+ZH_CLASSIFIERS = "个只本条张座把台块位"
+ZH_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗郑梁谢宋唐许韩冯邓曹彭曾萧田董"
+ZH_GIVEN = "明华强伟芳丽军杰涛静敏燕磊洋勇艳娜秀英兰平刚玉萍红娟霞峰鹏辉建国文"
+_ZH_FUNCTION = "".join(ZH_MARKERS.values()) + "一叫做它们了这些的用因为很吗" + ZH_CLASSIFIERS + ZH_SURNAMES
+ZH_CHARACTERS = "".join(dict.fromkeys(c for c in (
+    "天地人山水火木金土日月星云风雨雪花草树林石田河海湖江川鱼鸟马牛羊虫龙虎狗猫鸡鸭米麦茶酒饭菜果瓜豆肉"
+    "衣帽鞋布纸笔书画琴棋歌舞门窗房屋墙桥路车船灯钟镜盘碗杯瓶箱柜桌椅床被城村街市店园院厂校宫殿塔楼港岛"
+    "湾谷峰原野光影声色味香甜苦酸辣冷热明暗新旧高低长短大小多少快慢远近深浅轻重软硬清浊美丑善恶真假强弱"
+    "贫富安危静动红黄蓝绿白黑紫灰青春夏秋冬早晚朝夕东西南北左右前中心头手足眼耳口鼻身体骨血皮毛力气思想"
+    "情意爱恨喜怒哀乐忧愁梦觉生死老少父母兄弟姐妹夫妻子女师友客主王民兵官工农商医学文武理法道德礼义信智"
+    "勇仁和平战争开关出入来去走跑飞游唱读写看听说问答买卖送收教练造修种养洗煮烧切拉推拿放打织编算测量查"
+    "找寻求追赶登爬跳坐站躺睡醒笑哭喊呼吸吃喝穿戴带领建设发展变化增减升降进退往返聚散合分离连续断绝保护"
+    "破坏整齐乱序尾始终初末半全单双独众群类族国家省县乡镇区域世界宇宙时空季节年岁代期刻秒点线面角形状图"
+    "案符号数字价值钱财货物品质级层阶段步骤方技术能电磁波粒原素材料资源环境件态现象题结果目标计划任务事业"
+    "活比赛戏故史传神话英雄将军皇帝公猎匠诗者邻伙伴敌") if c not in _ZH_FUNCTION))
+"""The characters Chinese content words are built from (distinct, in a fixed order)."""
+ZH_WORD_LENGTHS = ((2, 3, 4), (0.5, 0.35, 0.15))  # characters per word, and how often
+
 
 @dataclass(frozen=True)
 class Topic:
@@ -46,6 +80,8 @@ class Topic:
     adjectives: tuple[str, ...]
     noun_verbs: tuple[tuple[int, ...], ...]
     noun_adjectives: tuple[tuple[int, ...], ...]
+    classifiers: tuple[str, ...] = ()
+    """Chinese only: each noun's measure word."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +99,25 @@ def markers(n: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def lexicon(seed: int, num_topics: int) -> Lexicon:
-    """The vocabulary for ``seed`` and ``num_topics`` (cached: built once per process)."""
-    rng = np.random.default_rng([_unsigned(seed), num_topics, 0x1E7])
+def lexicon(seed: int, num_topics: int, language: str = "en") -> Lexicon:
+    """The vocabulary for ``seed``, ``num_topics`` and ``language`` (cached: built once per process)."""
+    zh = language == "zh"
+    rng = np.random.default_rng([_unsigned(seed), num_topics, 0x1E7] + ([0x2E7] if zh else []))
     per_topic = NOUNS + VERBS + ADJECTIVES
-    stems = _pseudo_words(rng, num_topics * per_topic, final="")
-    names = _pseudo_words(rng, NAMES, final="nlr")
+    stems = _hanzi_words(rng, num_topics * per_topic) if zh else _pseudo_words(rng, num_topics * per_topic, final="")
+    names = _chinese_names(rng, NAMES) if zh else _pseudo_words(rng, NAMES, final="nlr")
     topics = []
     for t in range(num_topics):
         words = stems[t * per_topic:(t + 1) * per_topic]
         topics.append(Topic(nouns=tuple(words[:NOUNS]), verbs=tuple(words[NOUNS:NOUNS + VERBS]),
                             adjectives=tuple(words[NOUNS + VERBS:]),
-                            noun_verbs=_preferences(rng, VERBS), noun_adjectives=_preferences(rng, ADJECTIVES)))
+                            noun_verbs=_preferences(rng, VERBS), noun_adjectives=_preferences(rng, ADJECTIVES),
+                            classifiers=_classifiers(rng) if zh else ()))
     return Lexicon(topics=tuple(topics), names=tuple(names))
+
+
+def _classifiers(rng: np.random.Generator) -> tuple[str, ...]:
+    return tuple(ZH_CLASSIFIERS[k] for k in rng.integers(len(ZH_CLASSIFIERS), size=NOUNS))
 
 
 def _preferences(rng: np.random.Generator, choices: int) -> tuple[tuple[int, ...], ...]:
@@ -100,6 +142,33 @@ def _pseudo_words(rng: np.random.Generator, n: int, final: str) -> list[str]:
                 seen.add(word)
                 words.append(word)
     return words
+
+
+def _hanzi_words(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` distinct Chinese pseudo-words of 2-4 characters of :data:`ZH_CHARACTERS`."""
+    lengths, p = ZH_WORD_LENGTHS
+    seen: set[str] = set()
+    words: list[str] = []
+    while len(words) < n:
+        chars = rng.integers(len(ZH_CHARACTERS), size=(2 * n, max(lengths)))
+        sizes = rng.choice(lengths, size=2 * n, p=p)
+        for k in range(2 * n):
+            word = "".join(ZH_CHARACTERS[c] for c in chars[k, :sizes[k]])
+            if word not in seen and len(words) < n:
+                seen.add(word)
+                words.append(word)
+    return words
+
+
+def _chinese_names(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` distinct names: a surname and one or two given-name characters."""
+    seen: set[str] = set()
+    while len(seen) < n:
+        surname, first, second = rng.integers(len(ZH_SURNAMES)), *rng.integers(len(ZH_GIVEN), size=2)
+        name = ZH_SURNAMES[surname] + ZH_GIVEN[first] + (ZH_GIVEN[second] if rng.random() < 0.7 else "")
+        if name not in seen:
+            seen.add(name)
+    return sorted(seen)
 
 
 class _Draws:
@@ -164,13 +233,50 @@ def _intro(d: _Draws, lex: Lexicon, t: Topic, hero: int, name: str) -> str:
     return " ".join(["first", "a", adj, t.nouns[hero], "called", name, verb, *_object(d, lex, t)]) + "."
 
 
+def _zh_object(d: _Draws, lex: Lexicon, t: Topic) -> str:
+    """``这[MEASURE]`` or ``这些``, ``[ADJ的]NOUN``; one noun in ten from another topic (noise)."""
+    topic = lex.topics[d.index(len(lex.topics))] if d.chance(0.1) else t
+    n = d.index(NOUNS)
+    adj = _pick_pref(d, topic.adjectives, topic.noun_adjectives[n]) + "的" if d.chance(0.4) else ""
+    return ("这些" if d.chance(0.3) else "这" + topic.classifiers[n]) + adj + topic.nouns[n]
+
+
+def _zh_sentence(d: _Draws, lex: Lexicon, t: Topic, marker: str, hero: int, name: str) -> str:
+    """One Chinese sentence, drawn as :func:`_sentence` draws an English one."""
+    if d.chance(0.5):
+        noun, plural, subject = hero, False, name
+    else:
+        noun = hero if d.chance(0.4) else d.index(NOUNS)
+        plural = noun != hero and d.chance(0.4)
+        adj = _pick_pref(d, t.adjectives, t.noun_adjectives[noun]) + "的" if d.chance(0.5) else ""
+        subject = ("这些" if plural else "这" + t.classifiers[noun]) + adj + t.nouns[noun]
+    verb = _pick_pref(d, t.verbs, t.noun_verbs[noun])
+    tool = "用" + _zh_object(d, lex, t) if d.chance(0.25) else ""  # "with the NOUN" comes before the verb
+    text = f"{ZH_MARKERS[marker]}，{subject}{tool}{verb}了{_zh_object(d, lex, t)}"
+    if d.chance(0.3):
+        adj = _pick_pref(d, t.adjectives, t.noun_adjectives[noun], p=1.0)
+        text += f"，因为{'它们' if plural else '它'}很{adj}"
+    u = d.uniform()
+    return text + ("吗？" if u < 0.1 else "！" if u < 0.2 else "。")
+
+
+def _zh_intro(d: _Draws, lex: Lexicon, t: Topic, hero: int, name: str) -> str:
+    adj = _pick_pref(d, t.adjectives, t.noun_adjectives[hero])
+    verb = _pick_pref(d, t.verbs, t.noun_verbs[hero])
+    return f"首先，一{t.classifiers[hero]}{adj}的{t.nouns[hero]}叫做{name}，{verb}了{_zh_object(d, lex, t)}。"
+
+
 def document(cfg: SyntheticConfig, i: int) -> tuple[str, str]:
     """Document ``i``: ``(text, label)``, a function of ``cfg`` and ``i`` only."""
-    lex = lexicon(cfg.seed, cfg.num_topics)
+    lex = lexicon(cfg.seed, cfg.num_topics, cfg.language)
     d = _Draws(np.random.default_rng([_unsigned(cfg.seed), i]))
     topic = d.index(cfg.num_topics)
     t, hero, name = lex.topics[topic], d.index(NOUNS), lex.names[d.index(NAMES)]
     marks = markers(cfg.sentences_per_doc)
+    if cfg.language == "zh":
+        sentences = [_zh_intro(d, lex, t, hero, name)]
+        sentences += [_zh_sentence(d, lex, t, m, hero, name) for m in marks[1:]]
+        return "".join(sentences), f"topic_{topic:02d}"
     sentences = [_intro(d, lex, t, hero, name)]
     sentences += [_sentence(d, lex, t, m, hero, name) for m in marks[1:]]
     return " ".join(sentences), f"topic_{topic:02d}"

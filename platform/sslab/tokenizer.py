@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from sslab import lazy, progress
 from sslab.config import Config, TokenizerConfig
 from sslab.errors import ConfigError
+from sslab.sentences import ends_sentence
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -52,7 +53,8 @@ class Vocab:
     continues_word: np.ndarray
     """Boolean per id: the token continues the word of the token before it."""
     sentence_end: np.ndarray | None = None
-    """Boolean per id: the token ends a sentence (``.``, ``!``, ``?``)."""
+    """Boolean per id: the token ends a sentence (Latin or CJK end marks such as ``.``, ``?``,
+    ``。``, ``！``, ``；``, closing quotes after them included: :func:`sslab.sentences.ends_sentence`)."""
     extra_ids: tuple[int, ...] = ()
     """Ids of the objective's extra tokens (:meth:`Objective.extra_tokens`), in their order."""
     tokenizer_json: str | None = field(default=None, repr=False)
@@ -308,9 +310,20 @@ def vocab_of(tok: PreTrainedTokenizerFast, extra_tokens: list[str] = ()) -> Voca
     extra_ids = tuple(tok.convert_tokens_to_ids(list(extra_tokens)))
     specials = tuple(sorted(set(tok.all_special_ids) | set(extra_ids)))
     continues[list(specials)] = False
-    ends = np.zeros(size, dtype=bool)
-    for token, idx in tok.get_vocab().items():
-        ends[idx] = token.lstrip("\u0120") in (".", "!", "?")
+    ends = sentence_ends(tok)
+    ends[list(specials)] = False
     return Vocab(size=size, pad_id=pad_id, mask_id=tok.mask_token_id, cls_id=cls_id, sep_id=sep_id,
                  special_ids=specials, continues_word=continues, sentence_end=ends, extra_ids=extra_ids,
                  tokenizer_json=tok.backend_tokenizer.to_str())
+
+
+def sentence_ends(tok: PreTrainedTokenizerFast) -> np.ndarray:
+    """Boolean per id: the token's text is sentence-ending punctuation. Its text is what the
+    tokenizer's decoder makes of it (byte-level BPE stores ``。`` as three byte symbols), less a
+    WordPiece ``##``."""
+    decoder = tok.backend_tokenizer.decoder
+    ends = np.zeros(len(tok), dtype=bool)
+    for token, idx in tok.get_vocab().items():
+        text = decoder.decode([token]) if decoder is not None else token
+        ends[idx] = ends_sentence(text.removeprefix("##"))
+    return ends

@@ -3,10 +3,12 @@ import collections
 import math
 import re
 
+import numpy as np
 import pytest
 
-from sslab import synthetic
-from sslab.config import SyntheticConfig
+from sslab import pipeline, synthetic, tokenizer
+from sslab.config import SyntheticConfig, TokenizerConfig
+from sslab.sentences import split_sentences
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,77 @@ def test_read_synthetic_is_the_generated_corpus(ray_cluster):
     assert set(ds.columns()) == {"text", "label"}
     expected = synthetic.generate(cfg, 0, 300)
     assert sorted((r["text"], r["label"]) for r in rows) == sorted(zip(expected["text"], expected["label"]))
+
+
+# ---------------------------------------------------------------- language: zh
+
+ZH = SyntheticConfig(language="zh", num_topics=5)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture(scope="module")
+def zh_corpus():
+    return synthetic.generate(ZH, 0, 1500), synthetic.generate(ZH, 1500, 1900)
+
+
+def test_english_stays_the_default_language():
+    assert SyntheticConfig().language == "en"
+    assert synthetic.generate(SyntheticConfig(), 0, 20) == synthetic.generate(SyntheticConfig(language="en"), 0, 20)
+
+
+def test_a_chinese_corpus_is_deterministic_per_seed_and_index():
+    a = synthetic.generate(SyntheticConfig(language="zh", seed=3), 0, 50)
+    assert a == synthetic.generate(SyntheticConfig(language="zh", seed=3), 0, 50)
+    assert synthetic.generate(SyntheticConfig(language="zh", seed=3), 30, 50)["text"] == a["text"][30:]
+    b = synthetic.generate(SyntheticConfig(language="zh", seed=4), 0, 50)
+    assert not set(a["text"]) & set(b["text"])
+
+
+def test_chinese_documents_are_chinese_characters_without_spaces(zh_corpus):
+    text = "".join(zh_corpus[0]["text"])
+    assert " " not in text and not re.search(r"[A-Za-z0-9]", text)
+    assert len(CJK.findall(text)) / len(text) > 0.85
+    assert set(re.sub(r"[\u4e00-\u9fff]", "", text)) == {"。", "！", "？", "，"}
+
+
+def test_chinese_words_have_two_to_four_characters_and_belong_to_topics():
+    lex = synthetic.lexicon(ZH.seed, ZH.num_topics, "zh")
+    words = [w for t in lex.topics for w in t.nouns + t.verbs + t.adjectives]
+    assert len(set(words)) == len(words) == ZH.num_topics * 60
+    assert {len(w) for w in words} == {2, 3, 4}
+    assert all(CJK.fullmatch(c) for w in words for c in w)
+
+
+def test_chinese_sentences_end_with_cjk_marks_and_open_with_markers_in_order(zh_corpus):
+    expected = [synthetic.ZH_MARKERS[m] for m in synthetic.markers(ZH.sentences_per_doc)]
+    ends = collections.Counter()
+    for text in zh_corpus[0]["text"]:
+        found = split_sentences(text)
+        assert [s.split("，")[0] for s in found] == expected, text
+        ends.update(s[-1] for s in found)
+    total = sum(ends.values())
+    assert set(ends) == {"。", "！", "？"} and 0.7 < ends["。"] / total < 0.9
+
+
+def test_chinese_documents_carry_topic_labels_a_character_probe_recovers(zh_corpus):
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train, held_out = zh_corpus
+    assert set(train["label"]) == {f"topic_{t:02d}" for t in range(ZH.num_topics)}
+    vec = CountVectorizer(analyzer="char")
+    probe = LogisticRegression(max_iter=1000).fit(vec.fit_transform(train["text"][:600]), train["label"][:600])
+    assert probe.score(vec.transform(held_out["text"]), held_out["label"]) > 0.9  # chance is 1 / 5
+
+
+def test_a_wordpiece_tokenizer_on_chinese_text_gives_sentence_pairs(zh_corpus):
+    texts = zh_corpus[0]["text"][:300]
+    tok = tokenizer.train_tokenizer(TokenizerConfig(vocab_size=800), texts, 512)
+    vocab = tokenizer.vocab_of(tok)
+    assert not any(tok.unk_token_id in ids for ids in tok(texts, add_special_tokens=False)["input_ids"])
+    step = pipeline.Tokenize(tok.backend_tokenizer.to_str(), 64, vocab.cls_id, vocab.sep_id, vocab.pad_id, "pairs")
+    rows = pipeline.to_numpy(step({"text": np.asarray(texts, dtype=object)}))
+    assert len(rows["a"]) > 2 * len(texts) and (rows["a_len"] > 0).all() and (rows["b_len"] > 0).all()
+    a = tok.decode(rows["a"][0][:rows["a_len"][0]]).replace(" ", "")
+    b = tok.decode(rows["b"][0][:rows["b_len"][0]]).replace(" ", "")
+    assert texts[0].startswith(a + b)
