@@ -50,7 +50,7 @@ def digest(*parts) -> str:
 
 
 def data_key(corpus_fingerprint: str, tokenizer_json: str, seq_len: int, unit: str, eval_unit: str | None,
-             word_segmenter: str | None = None, sentence_split: str = "auto") -> str:
+             *, word_segmenter: str | None = None, sentence_split: str = "auto") -> str:
     """The name of the entry holding a corpus's ``unit`` rows of ``seq_len`` tokens under one
     tokenizer (``tokenizer_json``: its serialised form, special tokens included), with the word
     boundaries of ``word_segmenter`` when rows carry them. Rows built from sentences (any unit but

@@ -173,7 +173,7 @@ def test_the_cache_key_holds_the_segmenter_and_other_keys_stay_as_they_were():
     tok_hash = hashlib.sha256(base[1].encode()).hexdigest()
     assert prepared.data_key(*base) == prepared.digest("data", prepared.FORMAT, "fingerprint", tok_hash, 128, "packed",
                                                        None)[:32]
-    keys = {prepared.data_key(*base, s) for s in (None, "jieba", "my_pkg.seg:cut")}
+    keys = {prepared.data_key(*base, word_segmenter=s) for s in (None, "jieba", "my_pkg.seg:cut")}
     assert len(keys) == 3
     jieba_cfg = load(overrides=["tokenizer.word_segmenter=jieba"])
     assert pipeline.segmenter_of(jieba_cfg, "packed") == "jieba" and pipeline.segmenter_of(jieba_cfg, "pairs") is None

@@ -157,7 +157,7 @@ def test_tokenize_splits_by_the_configured_rule(zh_tok, zh_texts):
 
 def test_the_rule_is_part_of_the_prepared_data_key_of_units_built_from_sentences():
     def key(unit, eval_unit, rule):
-        return prepared.data_key("corpus", '{"tok": 1}', 128, unit, eval_unit, rule)
+        return prepared.data_key("corpus", '{"tok": 1}', 128, unit, eval_unit, sentence_split=rule)
 
     assert key("pairs", None, "auto") != key("pairs", None, "latin")
     assert key("packed", "halves", "auto") != key("packed", "halves", "cjk")
