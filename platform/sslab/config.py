@@ -108,8 +108,8 @@ class TokenizerConfig:
     characters, a new script, emoji then keep their meaning. (``bpe`` is byte-level, so never needs
     it; ``wordpiece`` has ``[UNK]``.)"""
     character_coverage: float = 1.0
-    """``unigram``: share of the sample's characters (by count) whose characters get a piece, as
-    SentencePiece's ``character_coverage``: the rarest characters beyond it get none, so are
+    """``unigram``: the share of the sample's text (counted in characters) that the characters
+    given a piece cover, as SentencePiece's ``character_coverage``: the rarest beyond it get none, so are
     spelled in bytes (``<unk>`` without ``byte_fallback``) and leave their vocabulary slots to
     longer pieces. 1.0 keeps every character seen; SentencePiece uses 0.9995 for Chinese and Japanese."""
 
