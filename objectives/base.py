@@ -80,6 +80,8 @@ class Objective(abc.ABC):
     backbone: ClassVar[str]
     """The model family it trains (``encoder``, ``decoder``, ``electra``, ``t5``, ``bart``);
     only objectives with the same backbone can be mixed."""
+    tokenizer_kind: ClassVar[str] = "wordpiece"
+    """The ``tokenizer.kind`` a run of it trains when its config names none."""
     aux_weight: ClassVar[float] = 1.0
     """Default weight of its loss when it is not the first part of a mixture."""
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig

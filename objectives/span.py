@@ -154,6 +154,7 @@ class Span(Objective):
     name = "span"
     unit = "packed"
     backbone = "t5"
+    tokenizer_kind = "unigram"  # T5's SentencePiece model; tokenizer.kind=bpe (or wordpiece) keeps another
     Config = SpanConfig
     metrics = ("eval_span_loss", "eval_span_acc", "probe_acc")
     baselines = {"eval_unigram_loss": "eval_span_loss", "eval_unigram_acc": "eval_span_acc"}

@@ -103,10 +103,13 @@ class CorpusConfig:
 class TokenizerConfig:
     """The tokenizer: trained on the corpus, or loaded from a local directory."""
 
-    kind: Literal["wordpiece", "bpe"] = "wordpiece"
-    """``wordpiece`` (BERT-style, lowercased) or ``bpe`` (byte-level, GPT/RoBERTa-style)."""
+    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    """``wordpiece`` (BERT-style, lowercased), ``bpe`` (byte-level, GPT/RoBERTa-style) or ``unigram``
+    (SentencePiece-style, as T5, ALBERT and XLM-R: NFKC, not lowercased, ``▁`` opens each word).
+    Unset in a config, the objective's own (``Objective.tokenizer_kind``): ``unigram`` for
+    ``span``, as T5 was trained, ``wordpiece`` for the others."""
     vocab_size: int = 8000
-    """Vocabulary size to train, special tokens included."""
+    """Vocabulary size to train, special tokens (and ``unigram``'s byte pieces) included."""
     sample_docs: int = 20000
     """Documents streamed from the corpus to train it."""
     path: str | None = None
@@ -116,6 +119,16 @@ class TokenizerConfig:
     ``jieba`` (``pip install 'sslab[zh]'``) or the import path ``package.module:function`` of any
     ``text -> list[str]`` callable (LTP, pkuseg …). It runs once, as the corpus is prepared, and
     packed blocks keep its word boundaries; unset, words are the tokenizer's (``##``, ``Ġ``)."""
+    byte_fallback: bool = True
+    """``unigram``: spell a character that has no piece in its UTF-8 bytes (256 ``<0xNN>`` pieces,
+    counted in ``vocab_size``) rather than ``<unk>``, as SentencePiece's ``byte_fallback``; unseen
+    characters, a new script, emoji then keep their meaning. (``bpe`` is byte-level, so never needs
+    it; ``wordpiece`` has ``[UNK]``.)"""
+    character_coverage: float = 1.0
+    """``unigram``: the share of the sample's text (counted in characters) that the characters
+    given a piece cover, as SentencePiece's ``character_coverage``: the rarest beyond it get none, so are
+    spelled in bytes (``<unk>`` without ``byte_fallback``) and leave their vocabulary slots to
+    longer pieces. 1.0 keeps every character seen; SentencePiece uses 0.9995 for Chinese and Japanese."""
 
     def __post_init__(self):
         if self.word_segmenter is not None:
@@ -127,6 +140,14 @@ class TokenizerConfig:
         require(self.sample_docs >= 1, "tokenizer.sample_docs", self.sample_docs, "an integer >= 1")
         if self.path is not None and "://" not in self.path:
             require(Path(self.path).is_dir(), "tokenizer.path", self.path, "an existing local directory")
+        require(0 < self.character_coverage <= 1, "tokenizer.character_coverage", self.character_coverage,
+                "a number in (0, 1]")
+        require(self.kind == "unigram" or self.character_coverage == 1, "tokenizer.character_coverage",
+                self.character_coverage, "1 unless tokenizer.kind=unigram (wordpiece and bpe keep every character)")
+        if self.kind == "unigram" and self.byte_fallback and self.path is None:
+            require(self.vocab_size >= 400, "tokenizer.vocab_size", self.vocab_size,
+                    "an integer >= 400 with tokenizer.kind=unigram and tokenizer.byte_fallback=true "
+                    "(its 256 byte pieces count in it)")
 
 
 @dataclass(kw_only=True)
@@ -419,9 +440,21 @@ def build(data: dict | None = None) -> Config:
     objective = data.pop("objective", None) or {}
     if not isinstance(objective, dict):
         raise ConfigError(f"objective must be a name or a mapping, got {objective!r}")
-    cfg = _build_dataclass(Config, data, "")
+    cfg = _build_dataclass(Config, _with_tokenizer_kind(data, objective), "")
     cfg.objective = _build_objective(objective)
     return cfg
+
+
+def _with_tokenizer_kind(data: dict, objective: dict) -> dict:
+    """``data`` with the objective's own ``tokenizer.kind`` (``Objective.tokenizer_kind``) where it
+    sets none: a kind the user names always wins."""
+    from sslab import objectives  # late: objectives import this module
+
+    tokenizer = data.get("tokenizer", {})
+    if not isinstance(tokenizer, dict) or "kind" in tokenizer:
+        return data
+    kind = objectives.get(objective.get("name", ObjectiveConfig().name)).tokenizer_kind
+    return {**data, "tokenizer": {**tokenizer, "kind": kind}}
 
 
 def _build_objective(data: dict) -> ObjectiveConfig:

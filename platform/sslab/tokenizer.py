@@ -10,7 +10,8 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,11 +32,21 @@ transformers = lazy.module("transformers")
 
 log = logging.getLogger("sslab.tokenizer")
 
-# Special tokens in id order: BERT's for WordPiece, RoBERTa's for byte-level BPE.
+# Special tokens in id order: BERT's for WordPiece, RoBERTa's for byte-level BPE, and for Unigram
+# T5's (<pad> 0, </s> 1, <unk> 2) then <s> (blocks open with it) and <mask> (the masking objectives).
 SPECIALS = {
     "wordpiece": dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"),
     "bpe": dict(bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>"),
+    "unigram": dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>", mask_token="<mask>"),
 }
+
+BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
+"""SentencePiece's byte pieces: with byte fallback, a character without a piece of its own is
+spelled in the pieces of its UTF-8 bytes instead of ``<unk>``. They follow the special tokens."""
+
+RARE = "\0"
+"""What the rarest characters become in a Unigram's training texts: the trainer never puts it inside
+a piece (it is its sentence boundary), as SentencePiece never puts its stand-in for them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +86,16 @@ def _build(kind: str, vocab_size: int, extra_specials: list[str] = ()) -> tuple[
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    elif kind == "unigram":  # SentencePiece's pipeline as T5's, ALBERT's and XLM-R's tokenizers run it in HF
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.NFKC()
+        # Punctuation splits as byte-level BPE's does, so that no piece crosses it: in Chinese, which
+        # has no spaces, it bounds a piece's words and the trainer's strings (its time grows with them).
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(),
+                                                     pre_tokenizers.Punctuation(behavior="contiguous")])
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                          unk_token=SPECIALS["unigram"]["unk_token"], show_progress=False)
     else:
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -90,6 +111,8 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], max_length: int)
     specials = SPECIALS[cfg.kind]
     if cfg.kind == "wordpiece":
         tok = _train_wordpiece(cfg.vocab_size, list(texts))
+    elif cfg.kind == "unigram":
+        tok = _train_unigram(cfg, list(texts))
     else:
         tok, trainer = _build(cfg.kind, cfg.vocab_size)
         tok.train_from_iterator(texts, trainer=trainer)
@@ -131,6 +154,72 @@ def _continuing_pieces(texts: list[str]) -> list[str]:
     tok, trainer = _build("wordpiece", 0)
     tok.train_from_iterator(chunks, trainer=trainer)
     return sorted(t for t in tok.get_vocab() if t.startswith("##"))
+
+
+def _train_unigram(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
+    """A SentencePiece-style Unigram of ``cfg.vocab_size`` pieces (special and byte pieces included).
+
+    ``cfg.character_coverage`` works as SentencePiece's: the characters that make up that share
+    of the (normalised) texts keep a piece; the rarer ones become :data:`RARE` in the training
+    texts, so that no piece holds them, and are spelled in bytes (or are ``<unk>``).
+    ``cfg.byte_fallback`` adds the 256 :data:`BYTE_PIECES`, their ids fixed after the specials.
+    """
+    normalizer = _build("unigram", 0)[0].normalizer
+    texts = [normalizer.normalize_str(t) for t in texts]
+    counts = Counter()
+    for text in texts:
+        counts.update(text)
+    counts.pop(" ", None)  # the word boundary (Metaspace's "▁") always keeps its piece
+    rare = rare_characters(counts, cfg.character_coverage)
+    if rare:
+        table = dict.fromkeys(map(ord, rare), RARE)
+        texts = [t.translate(table) for t in texts]
+    room = cfg.vocab_size - len(SPECIALS["unigram"]) - (len(BYTE_PIECES) if cfg.byte_fallback else 0)
+    kept = len(counts) - len(rare) + 1  # and "▁"
+    if kept > room:
+        raise ConfigError(f"tokenizer.vocab_size={cfg.vocab_size} leaves {room} pieces for the "
+                          f"{kept} characters of the sample that "
+                          f"tokenizer.character_coverage={cfg.character_coverage:g} keeps; raise tokenizer.vocab_size or "
+                          "lower tokenizer.character_coverage (SentencePiece uses 0.9995 for Chinese and Japanese)")
+    tok, trainer = _build("unigram", room + len(SPECIALS["unigram"]) + bool(rare))  # RARE's piece is dropped
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _settled_unigram(tok, cfg.byte_fallback)
+
+
+def rare_characters(counts: Counter, coverage: float) -> set[str]:
+    """The characters beyond ``coverage`` of all ``counts``: the most frequent characters are kept
+    until they cover that share (SentencePiece's rule, its ties broken by the character)."""
+    total, covered, rare = sum(counts.values()), 0, set()
+    for char, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if covered >= coverage * total:
+            rare.add(char)
+        covered += n
+    return rare
+
+
+def _settled_unigram(tok: Tokenizer, byte_fallback: bool) -> Tokenizer:
+    """The trained Unigram made the same in every process, with its byte pieces.
+
+    The trainer sums its statistics in the order of a hash map, which changes from process to
+    process, so its scores differ in their last bits: they are rounded to 1e-6 (SentencePiece keeps
+    them in float32, no finer). It gives each character that lost its piece in pruning the lowest
+    score plus 1e-4 times its place in a hash set, and orders tied pieces by that place: those
+    characters all get the lowest score here, and tied pieces are ordered by piece. It also
+    drops byte fallback from the model it trains; it is set again here.
+    """
+    state = json.loads(tok.to_str())
+    n = len(SPECIALS["unigram"])
+    specials, pieces = state["model"]["vocab"][:n], [p for p in state["model"]["vocab"][n:] if p[0] != RARE]
+    floor, penalty, penalised = min(score for _, score in pieces), 0.0, set()
+    for _ in pieces:  # the trainer's scores for those characters, exactly (its f64 is Python's float)
+        penalised.add(floor + penalty)
+        penalty += 1e-4
+    pieces = [[p, round(floor if len(p) == 1 and score in penalised else score, 6)] for p, score in pieces]
+    pieces.sort(key=lambda piece: (-piece[1], piece[0]))
+    # Below every learned piece, so that a text spelling "<0x41>" is read as its characters.
+    byte_pieces = [[b, round(floor, 6) - 100.0] for b in BYTE_PIECES] if byte_fallback else []
+    state["model"].update(vocab=specials + byte_pieces + pieces, byte_fallback=byte_fallback)
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -294,6 +383,19 @@ def add_tokens(tok: PreTrainedTokenizerFast, tokens: list[str], run_dir: Path) -
         tok.save_pretrained(str(run_dir / "tokenizer"))
 
 
+def continuation_rule(tok: PreTrainedTokenizerFast) -> Callable[[str], bool]:
+    """Whether a piece of ``tok`` continues the word of the piece before it. WordPiece marks
+    continuations with ``##``; byte-level BPE marks word starts with ``Ġ``, and SentencePiece
+    (Unigram, Metaspace: T5, ALBERT, XLM-R, Llama) with ``▁``: a piece without it continues, byte
+    pieces included. Of those two, the mark that opens more pieces is the tokenizer's."""
+    if isinstance(tok.backend_tokenizer.model, models.WordPiece):
+        return lambda token: token.startswith("##")
+    pieces = tok.get_vocab()
+    metaspace = sum(t.startswith("\u2581") for t in pieces) > sum(t.startswith("\u0120") for t in pieces)
+    mark = "\u2581" if metaspace else "\u0120"
+    return lambda token: not token.startswith(mark)
+
+
 def vocab_of(tok: PreTrainedTokenizerFast, extra_tokens: list[str] = ()) -> Vocab:
     """The :class:`Vocab` facts of a fast tokenizer; ``extra_tokens`` must be in it already."""
     cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
@@ -303,10 +405,9 @@ def vocab_of(tok: PreTrainedTokenizerFast, extra_tokens: list[str] = ()) -> Voca
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else sep_id
     size = len(tok)
     continues = np.zeros(size, dtype=bool)
-    wordpiece = isinstance(tok.backend_tokenizer.model, models.WordPiece)
+    continues_word = continuation_rule(tok)
     for token, idx in tok.get_vocab().items():
-        # WordPiece marks continuations with "##"; byte-level BPE marks word starts with "Ġ".
-        continues[idx] = token.startswith("##") if wordpiece else not token.startswith("\u0120")
+        continues[idx] = continues_word(token)
     extra_ids = tuple(tok.convert_tokens_to_ids(list(extra_tokens)))
     specials = tuple(sorted(set(tok.all_special_ids) | set(extra_ids)))
     continues[list(specials)] = False

@@ -1,17 +1,22 @@
 """Tokenizers: training, the run's saved copy, loading from a directory, and the Vocab facts."""
+import json
 import subprocess
 import sys
+import unicodedata
+from collections import Counter
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from sslab import synthetic, tokenizer
-from sslab.config import ConfigError, SyntheticConfig, TokenizerConfig
+from sslab import prepared, synthetic, tokenizer
+from sslab.config import ConfigError, SyntheticConfig, TokenizerConfig, load
 
 MAX_LEN = 128
 SPECIAL_TOKENS = {"wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-                  "bpe": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]}
+                  "bpe": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                  "unigram": ["<pad>", "</s>", "<unk>", "<s>", "<mask>"]}
+KINDS = list(SPECIAL_TOKENS)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,7 @@ def texts():
     return list(synthetic.generate(SyntheticConfig(seed=2), 0, 300)["text"])
 
 
-@pytest.fixture(scope="module", params=["wordpiece", "bpe"])
+@pytest.fixture(scope="module", params=KINDS)
 def trained(request, texts):
     """(kind, tokenizer) trained with a requested vocabulary of 400."""
     return request.param, tokenizer.train_tokenizer(TokenizerConfig(kind=request.param, vocab_size=400), texts, MAX_LEN)
@@ -73,7 +78,7 @@ import sys
 from sslab import synthetic, tokenizer
 from sslab.config import SyntheticConfig, TokenizerConfig
 texts = list(synthetic.generate(SyntheticConfig(seed=2), 0, 300)["text"])
-for kind in ("wordpiece", "bpe"):
+for kind in ("wordpiece", "bpe", "unigram"):
     tok = tokenizer.train_tokenizer(TokenizerConfig(kind=kind, vocab_size=400), iter(texts), 128)
     tok.save_pretrained(f"{sys.argv[1]}/{kind}")
 """
@@ -90,7 +95,7 @@ def trained_elsewhere(tmp_path_factory):
     return dirs
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_same_texts_train_the_same_tokenizer(texts, kind, trained_elsewhere, tmp_path):
     """A rerun of the same config must see the same token ids (reproducible runs, golden curves):
     the same texts give a byte-identical tokenizer.json here, again here, and in other processes."""
@@ -191,6 +196,145 @@ def test_vocab_of_a_bpe_tokenizer_frames_blocks_with_s_and_slash_s(texts):
         if i not in v.special_ids:
             assert v.continues_word[i] == (not piece.startswith("\u0120")), piece
     assert not v.continues_word[list(v.special_ids)].any()
+
+
+# ---------------------------------------------------------------- Unigram (SentencePiece-style)
+
+# Real Chinese words: sentences of them have no spaces, and their characters repeat across words.
+ZH_WORDS = ("我们 今天 明天 北京 上海 大学 学习 中文 天气 很好 公园 散步 老师 学生 朋友 电脑 手机 工作 吃饭 喜欢 "
+            "音乐 电影 图书馆 医院 火车 飞机 城市 农村 经济 发展 科学 技术 历史 文化 语言 世界 国家 社会 问题 方法 "
+            "时间 地方 孩子 父母 早上 晚上 咖啡 水果 新闻 报纸 运动 比赛 快乐 认真 重要 简单 安静 漂亮").split()
+UNSEEN = "猫"  # in none of the words
+
+
+@pytest.fixture(scope="module")
+def chinese():
+    """300 Chinese sentences of 4-9 words, in clauses closed by ， or 。 (a few hundred characters)."""
+    rng = np.random.default_rng(0)
+    return ["".join(rng.choice(ZH_WORDS, rng.integers(2, 5))) + "，" + "".join(rng.choice(ZH_WORDS, rng.integers(2, 5)))
+            + "。" for _ in range(300)]
+
+
+@pytest.fixture(scope="module")
+def unigram(texts, chinese):
+    """A Unigram trained on English and Chinese, with byte fallback (the default)."""
+    return tokenizer.train_tokenizer(TokenizerConfig(kind="unigram", vocab_size=700), texts[:100] + chinese, MAX_LEN)
+
+
+def test_a_unigram_tokenizer_is_sentencepiece_style_with_t5s_first_ids(unigram):
+    model = json.loads(unigram.backend_tokenizer.to_str())["model"]
+    assert model["type"] == "Unigram" and model["byte_fallback"] is True
+    vocab = unigram.get_vocab()
+    assert [vocab[t] for t in ("<pad>", "</s>", "<unk>")] == [0, 1, 2]  # T5's ids
+    assert [vocab[f"<0x{b:02X}>"] for b in (0, 255)] == [5, 260]  # byte pieces right after the specials
+    assert len(unigram) == 700
+    assert unigram.tokenize("the Cat")[0].startswith("\u2581") and unigram.tokenize("Cat") != unigram.tokenize("cat")
+
+
+def test_vocab_of_a_unigram_tokenizer_marks_pieces_without_the_metaspace_as_continuing(unigram, texts, chinese):
+    v = tokenizer.vocab_of(unigram)
+    vocab = unigram.get_vocab()
+    assert (v.cls_id, v.sep_id, v.pad_id, v.mask_id) == (vocab["<s>"], vocab["</s>"], vocab["<pad>"], vocab["<mask>"])
+    assert v.special_ids == (0, 1, 2, 3, 4)
+    pieces = unigram.convert_ids_to_tokens(list(range(v.size)))
+    for i, piece in enumerate(pieces):
+        if i not in v.special_ids:
+            assert v.continues_word[i] == (not piece.startswith("\u2581")), piece
+    assert not v.continues_word[list(v.special_ids)].any()
+    assert not v.continues_word[vocab["\u2581the"]] and v.continues_word[vocab["<0xE7>"]]
+    # Each space-separated word opens with one piece (Chinese has none inside a sentence).
+    for text in texts[:5] + chinese[:5] + [f"the {UNSEEN}cat, and 我们{UNSEEN}"]:
+        ids = unigram(text, add_special_tokens=False)["input_ids"]
+        assert (~v.continues_word[ids]).sum() == len(text.split()), unigram.convert_ids_to_tokens(ids)
+
+
+def test_byte_fallback_spells_an_unseen_chinese_character_in_its_bytes(unigram, chinese, texts):
+    assert not any(UNSEEN in t for t in chinese + texts)
+    text = f"我们今天在公园看见一只{UNSEEN}。"
+    ids = unigram(text, add_special_tokens=False)["input_ids"]
+    assert unigram.unk_token_id not in ids
+    spelled = unigram.convert_tokens_to_ids([f"<0x{b:02X}>" for b in UNSEEN.encode("utf-8")])
+    assert any(ids[i:i + 3] == spelled for i in range(len(ids)))
+    assert unigram.decode(ids) == text
+    # Without byte fallback the character is <unk>, and the 256 byte pieces are not in the vocabulary.
+    plain = tokenizer.train_tokenizer(TokenizerConfig(kind="unigram", vocab_size=700, byte_fallback=False), chinese,
+                                      MAX_LEN)
+    assert plain.unk_token_id in plain(text)["input_ids"] and "<0xE7>" not in plain.get_vocab()
+
+
+def test_character_coverage_keeps_the_most_frequent_characters_that_cover_its_share():
+    counts = Counter({"a": 50, "b": 30, "c": 15, "d": 4, "e": 1})
+    assert tokenizer.rare_characters(counts, 1.0) == set()
+    assert tokenizer.rare_characters(counts, 0.95) == {"d", "e"}  # a, b and c make 95 %
+    assert tokenizer.rare_characters(counts, 0.96) == {"e"}
+    assert tokenizer.rare_characters(Counter({"x": 1, "y": 1}), 0.5) == {"y"}  # ties: by character
+
+
+def test_characters_beyond_the_coverage_get_no_piece_and_are_spelled_in_bytes(chinese):
+    counts = Counter(c for text in chinese for c in unicodedata.normalize("NFKC", text))  # as the trainer sees them
+    rare = tokenizer.rare_characters(counts, 0.95)
+    assert len(rare) >= 5 and sum(counts[c] for c in rare) <= 0.05 * sum(counts.values())
+    full = tokenizer.train_tokenizer(TokenizerConfig(kind="unigram", vocab_size=400), chinese, MAX_LEN)
+    covered = tokenizer.train_tokenizer(TokenizerConfig(kind="unigram", vocab_size=400, character_coverage=0.95),
+                                        chinese, MAX_LEN)
+    assert set(counts) <= set(full.get_vocab())
+    in_a_piece = {c for piece in covered.get_vocab() for c in piece}
+    assert not rare & in_a_piece and set(counts) - rare <= in_a_piece
+    for text in chinese[:50]:  # spelled in bytes, never <unk>, decoded back
+        ids = covered(text, add_special_tokens=False)["input_ids"]
+        assert covered.unk_token_id not in ids and covered.decode(ids) == unicodedata.normalize("NFKC", text)
+    assert len(covered) == len(full) == 400  # the slots of the rare characters went to longer pieces
+
+
+def test_a_vocabulary_too_small_for_the_characters_is_a_config_error_naming_both_keys():
+    hanzi = ["".join(chr(0x4E00 + i) for i in range(j, j + 20)) for j in range(0, 400, 20)]  # 400 characters
+    with pytest.raises(ConfigError) as info:
+        tokenizer.train_tokenizer(TokenizerConfig(kind="unigram", vocab_size=500), hanzi, MAX_LEN)
+    message = str(info.value)
+    assert message.startswith("tokenizer.vocab_size=500 ") and "tokenizer.character_coverage=1" in message
+    assert "\n" not in message
+
+
+def test_a_saved_unigram_tokenizer_reloads_offline_with_the_same_ids(tmp_path, texts, chinese, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = tokenizer.prepare_tokenizer(TokenizerConfig(kind="unigram", vocab_size=700), iter(texts[:100] + chinese),
+                                      tmp_path, MAX_LEN)
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"), local_files_only=True)
+    assert loaded.is_fast and loaded.get_vocab() == tok.get_vocab()
+    sample = texts[:10] + chinese[:10] + [f"Unseen {UNSEEN} and émigré, 😀 <mask> text", "ｆｕｌｌ－ｗｉｄｔｈ！"]
+    assert ids_of(loaded, sample) == ids_of(tok, sample)
+    assert tokenizer.vocab_of(loaded).special_ids == tokenizer.vocab_of(tok).special_ids
+    np.testing.assert_array_equal(tokenizer.vocab_of(loaded).continues_word, tokenizer.vocab_of(tok).continues_word)
+
+
+# ---------------------------------------------------------------- the kind each objective trains
+
+
+def test_span_trains_a_unigram_unless_the_config_names_a_kind():
+    assert load(overrides=["objective.name=span"]).tokenizer.kind == "unigram"
+    assert load(overrides={"objective": "span"}).tokenizer.kind == "unigram"
+    assert load(overrides=["objective.name=span", "tokenizer.kind=bpe"]).tokenizer.kind == "bpe"
+    assert load(overrides={"objective": "span", "tokenizer": {"kind": "wordpiece"}}).tokenizer.kind == "wordpiece"
+    assert load(overrides=["objective.name=mlm"]).tokenizer.kind == "wordpiece"
+    assert load().tokenizer.kind == "wordpiece"
+    # Another kind is another tokenizer in the data cache, so it is trained (not reused).
+    keys = {prepared.tokenizer_key("corpus", load(overrides=o).tokenizer, 512, 0)
+            for o in (["objective.name=span"], ["objective.name=span", "tokenizer.kind=bpe"], ["objective.name=mlm"])}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["tokenizer.kind=sentencepiece"], "tokenizer.kind"),
+    (["tokenizer.kind=unigram", "tokenizer.character_coverage=0"], "tokenizer.character_coverage"),
+    (["tokenizer.kind=unigram", "tokenizer.character_coverage=1.5"], "tokenizer.character_coverage"),
+    (["tokenizer.kind=bpe", "tokenizer.character_coverage=0.9995"], "tokenizer.character_coverage"),
+    (["objective.name=span", "tokenizer.vocab_size=300"], "tokenizer.vocab_size"),
+])
+def test_a_bad_unigram_setting_is_a_one_line_config_error_naming_it(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        load(overrides=overrides)
+    assert str(info.value).startswith(f"{key}=") and "\n" not in str(info.value)
+    assert load(overrides=["objective.name=span", "tokenizer.vocab_size=300", "tokenizer.byte_fallback=false"])
 
 
 # ---------------------------------------------------------------- the sample it trains on
