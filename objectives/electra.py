@@ -20,7 +20,7 @@ from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, requ
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
-from sslab.masking import mask_tokens
+from sslab.masking import MaskSchedule, mask_tokens
 
 if TYPE_CHECKING:
     from transformers import ElectraConfig
@@ -38,12 +38,12 @@ RTD_STREAM = 8  # RowRandom stream of the eval replacements (mask_tokens draws o
 
 
 @dataclass(kw_only=True)
-class ELECTRAConfig(ObjectiveConfig):
-    """ELECTRA knobs: the generator's masking and size, the loss weighting, the sampling."""
+class ELECTRAConfig(MaskSchedule, ObjectiveConfig):
+    """ELECTRA knobs: the generator's masking and size, the loss weighting, the sampling. The share
+    of (non-special) tokens the generator predicts and the discriminator may see replaced,
+    ``mask_ratio``, may follow a schedule (:class:`~sslab.masking.MaskSchedule`)."""
 
     name: str = "electra"
-    mask_ratio: float = 0.15
-    """Share of (non-special) tokens the generator predicts and the discriminator may see replaced."""
     generator_fraction: float = 0.25
     """Generator width (hidden, heads, intermediate) as a fraction of the discriminator's;
     the paper finds 1/4 to 1/2 best. Both have the same number of layers."""
@@ -53,7 +53,7 @@ class ELECTRAConfig(ObjectiveConfig):
     """Temperature of the generator's softmax the replacements are sampled from."""
 
     def __post_init__(self):
-        require_fraction("objective.mask_ratio", self.mask_ratio)
+        self.check_schedule()
         require_fraction("objective.generator_fraction", self.generator_fraction, high_open=False)
         require(math.isfinite(self.disc_weight) and self.disc_weight >= 0, "objective.disc_weight",
                 self.disc_weight, "a number >= 0")
@@ -118,7 +118,7 @@ class ELECTRA(Objective):
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         ids = batch["input_ids"]
-        out = mask_tokens(ids, rng, self.vocab, self.cfg.mask_ratio, GENERATOR_MASK_SHARE, 0.0)
+        out = mask_tokens(ids, rng, self.vocab, self.cfg.ratio_at(rng.progress), GENERATOR_MASK_SHARE, 0.0)
         return {**out, "original": ids.astype(np.int64)}
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
