@@ -20,7 +20,7 @@ from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, requ
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
 from sslab.rng import RowRandom
-from sslab.masking import WordMasking, mask_tokens
+from sslab.masking import MaskSchedule, WordMasking, mask_tokens
 
 if TYPE_CHECKING:
     from transformers import ElectraConfig
@@ -38,13 +38,12 @@ RTD_STREAM = 8  # RowRandom stream of the eval replacements (mask_tokens draws o
 
 
 @dataclass(kw_only=True)
-class ELECTRAConfig(WordMasking, ObjectiveConfig):
-    """ELECTRA knobs: the generator's masking (tokens, whole words or n-grams, as mlm's) and
-    size, the loss weighting, the sampling."""
+class ELECTRAConfig(MaskSchedule, WordMasking, ObjectiveConfig):
+    """ELECTRA knobs: the generator's masking (tokens, whole words or n-grams, as mlm's, at a
+    ``mask_ratio`` that may follow a schedule: :class:`~sslab.masking.MaskSchedule`) and size,
+    the loss weighting, the sampling."""
 
     name: str = "electra"
-    mask_ratio: float = 0.15
-    """Share of (non-special) tokens the generator predicts and the discriminator may see replaced."""
     generator_fraction: float = 0.25
     """Generator width (hidden, heads, intermediate) as a fraction of the discriminator's;
     the paper finds 1/4 to 1/2 best. Both have the same number of layers."""
@@ -54,7 +53,7 @@ class ELECTRAConfig(WordMasking, ObjectiveConfig):
     """Temperature of the generator's softmax the replacements are sampled from."""
 
     def __post_init__(self):
-        require_fraction("objective.mask_ratio", self.mask_ratio)
+        self.check_schedule()
         require_fraction("objective.generator_fraction", self.generator_fraction, high_open=False)
         require(math.isfinite(self.disc_weight) and self.disc_weight >= 0, "objective.disc_weight",
                 self.disc_weight, "a number >= 0")
@@ -120,8 +119,9 @@ class ELECTRA(Objective):
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         ids, c = batch["input_ids"], self.cfg
-        out = mask_tokens(ids, rng, self.vocab, c.mask_ratio, GENERATOR_MASK_SHARE, 0.0, c.whole_word,
-                          continues=batch.get(segment.COLUMN), ngram=c.ngram_probs if c.ngram else None)
+        out = mask_tokens(ids, rng, self.vocab, c.ratio_at(rng.progress), GENERATOR_MASK_SHARE, 0.0,
+                          c.whole_word, continues=batch.get(segment.COLUMN),
+                          ngram=c.ngram_probs if c.ngram else None)
         return {**out, "original": ids.astype(np.int64)}
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:

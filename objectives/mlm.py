@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from sslab import lazy, segment, similar
 from sslab.config import EvalConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
-from sslab.masking import WordMasking, mask_tokens
+from sslab.masking import MaskSchedule, WordMasking, mask_tokens
 from sslab.objectives.base import IGNORE, Batch, register
 from sslab.objectives.encoder import EncoderObjective
 from sslab.rng import RowRandom
@@ -17,14 +17,13 @@ F = lazy.module("torch.nn.functional")
 
 
 @dataclass(kw_only=True)
-class MLMConfig(WordMasking, ObjectiveConfig):
+class MLMConfig(MaskSchedule, WordMasking, ObjectiveConfig):
     """Masked-LM knobs. Of the selected tokens, ``replace_mask`` become the mask token,
     ``replace_random`` a random token, and the rest stay as they are (BERT's 80/10/10).
-    ``whole_word``, ``ngram`` and ``replace_similar`` give BERT-wwm's and MacBERT's masking."""
+    ``whole_word``, ``ngram`` and ``replace_similar`` give BERT-wwm's and MacBERT's masking; the
+    share selected, ``mask_ratio``, may follow a schedule (:class:`~sslab.masking.MaskSchedule`)."""
 
     name: str = "mlm"
-    mask_ratio: float = 0.15
-    """Share of (non-special) tokens selected for prediction."""
     replace_mask: float = 0.8
     """Share of selected tokens replaced by the mask token (by a similar word with ``replace_similar``)."""
     replace_random: float = 0.1
@@ -37,7 +36,7 @@ class MLMConfig(WordMasking, ObjectiveConfig):
     decided once per word. A path every training node can read."""
 
     def __post_init__(self):
-        require_fraction("objective.mask_ratio", self.mask_ratio)
+        self.check_schedule()
         require_fraction("objective.replace_mask", self.replace_mask, low_open=False, high_open=False)
         require_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
         require(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
@@ -79,8 +78,8 @@ class MLM(EncoderObjective):
 
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         c = self.cfg
-        return mask_tokens(batch["input_ids"], rng, self.vocab, c.mask_ratio, c.replace_mask, c.replace_random,
-                           c.whole_word, continues=batch.get(segment.COLUMN),
+        return mask_tokens(batch["input_ids"], rng, self.vocab, c.ratio_at(rng.progress), c.replace_mask,
+                           c.replace_random, c.whole_word, continues=batch.get(segment.COLUMN),
                            ngram=c.ngram_probs if c.ngram else None, similar=self.similar)
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:

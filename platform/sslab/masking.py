@@ -11,6 +11,7 @@ resumed. Its streams: 0 selection, 1 the 80/10/10 action, 2 random tokens, 3 n-g
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sslab.config import require
+from sslab.config import require, require_fraction
 from sslab.rng import RowRandom
 from sslab.similar import SimilarWords, keys_of
 
@@ -28,6 +29,63 @@ if TYPE_CHECKING:  # the objectives import this module for WordMasking: not the 
 MACBERT_NGRAM = (0.4, 0.3, 0.2, 0.1)
 """MacBERT's span lengths: 1, 2, 3 and 4 words with these probabilities (Cui et al. 2020)."""
 MAX_NGRAM = 10
+
+SCHEDULES = ("constant", "linear", "steps")
+
+
+@dataclass(kw_only=True)
+class MaskSchedule:
+    """The share of tokens masked as training goes on: the fields of an objective that masks.
+
+    The ratio of a row comes from the step that trains on it (:attr:`RowRandom.progress`, the
+    share of ``train.max_steps`` done), so a resumed run masks as the uninterrupted one did. The
+    fixed-protocol evaluation keeps its own ratio (``eval.mask_ratio``) whatever the schedule."""
+
+    mask_ratio: float = 0.15
+    """Share of (non-special) tokens selected for prediction (at the first step, on a schedule)."""
+    mask_schedule: str = "constant"
+    """``constant``: ``mask_ratio`` throughout. ``linear``: from ``mask_ratio`` at the first step
+    to ``mask_ratio_end`` at ``train.max_steps`` (Ankner et al. 2023: 0.3 to 0.15). ``steps``:
+    ``mask_ratio``, then each ``[share, ratio]`` of ``mask_steps`` from that share of
+    ``train.max_steps`` on (mmBERT's inverse schedule: 0.3, then 0.15, then 0.05)."""
+    mask_ratio_end: float | None = None
+    """The ratio at the last step of a ``linear`` schedule."""
+    mask_steps: list | None = None
+    """The later phases of a ``steps`` schedule: ``[[share, ratio], ...]``, shares rising in (0, 1)."""
+
+    def check_schedule(self) -> None:
+        require_fraction("objective.mask_ratio", self.mask_ratio)
+        require(self.mask_schedule in SCHEDULES, "objective.mask_schedule", self.mask_schedule, " or ".join(SCHEDULES))
+        if self.mask_schedule == "linear":
+            require(self.mask_ratio_end is not None, "objective.mask_ratio_end", self.mask_ratio_end,
+                    "a number in (0, 1) with objective.mask_schedule=linear")
+            require_fraction("objective.mask_ratio_end", self.mask_ratio_end)
+        if self.mask_schedule == "steps":
+            steps = self.mask_steps
+            ok = isinstance(steps, (list, tuple)) and len(steps) > 0 and all(
+                isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(x, (int, float)) for x in s)
+                and 0 < s[0] < 1 and 0 < s[1] < 1 for s in steps)
+            require(ok and all(a[0] < b[0] for a, b in zip(steps, steps[1:])), "objective.mask_steps", steps,
+                    "[[share, ratio], ...] with shares rising in (0, 1) and ratios in (0, 1), e.g. "
+                    "[[0.77, 0.15], [0.97, 0.05]] with objective.mask_schedule=steps")
+
+    def ratio_at(self, progress: np.ndarray | None) -> float | np.ndarray:
+        """The mask ratio of rows at ``progress`` (per row, the share of training done; None: the first step)."""
+        if self.mask_schedule == "constant" or progress is None:
+            return self.mask_ratio
+        progress = np.clip(np.asarray(progress, dtype=np.float64), 0.0, 1.0)
+        if self.mask_schedule == "linear":
+            return self.mask_ratio + (self.mask_ratio_end - self.mask_ratio) * progress
+        shares = np.array([s[0] for s in self.mask_steps])
+        ratios = np.array([self.mask_ratio] + [s[1] for s in self.mask_steps])
+        return ratios[np.searchsorted(shares, progress, side="right")]
+
+
+def schedule_of(cfg) -> MaskSchedule | None:
+    """The mask-rate schedule of an objective's config, or of the part of a mixture that masks;
+    None when the ratio is constant."""
+    parts = [cfg] + [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
+    return next((p for p in parts if isinstance(p, MaskSchedule) and p.mask_schedule != "constant"), None)
 
 
 @dataclass(kw_only=True)

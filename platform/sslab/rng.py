@@ -32,14 +32,18 @@ class RowRandom:
     a stream. Generating them is a few vectorised integer ops per number.
     """
 
-    def __init__(self, seed: int, epoch: int, row_ids: np.ndarray):
+    def __init__(self, seed: int, epoch: int, row_ids: np.ndarray, progress: np.ndarray | None = None):
         base = splitmix64(splitmix64(np.uint64(seed)) ^ np.uint64(epoch))
         self.keys = splitmix64(base ^ np.asarray(row_ids, dtype=np.uint64))
+        self.progress = progress
+        """Per row, the share of ``train.max_steps`` done at the step that trains on it (what a
+        schedule reads, :class:`sslab.masking.MaskSchedule`); None outside training."""
 
     def fork(self, k: int) -> RowRandom:
         """An independent generator for the same rows (one per part of a mixture)."""
         child = object.__new__(RowRandom)
         child.keys = splitmix64(self.keys ^ splitmix64(splitmix64(np.uint64(k)) ^ _GOLDEN))
+        child.progress = self.progress
         return child
 
     def bits(self, n: int, stream: int = 0) -> np.ndarray:

@@ -127,22 +127,27 @@ class Stream:
                               "files": [self.shards[i].path for i in w.shards]})
         return tasks
 
-    def dataset(self, objective: Objective, rank: int, world: int, start: int, stop: int) -> ray.data.Dataset:
+    def dataset(self, objective: Objective, rank: int, world: int, start: int, stop: int,
+                rows_per_step: int = 1) -> ray.data.Dataset:
         """Rows ``start``..``stop - 1`` of worker ``rank``'s stream (counted across epochs), read
         from the shards and corrupted by ``objective``, as a Ray Dataset. It may run past ``stop``
-        to the end of the window that holds it."""
+        to the end of the window that holds it. Each row is corrupted knowing the share of
+        training done at the step that trains on it (``rows_per_step`` rows a step, ``stop``
+        the last step's end): a mask-rate schedule's input."""
         tasks = self.tasks(rank, world, start, stop)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         items = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         return items.map_batches(
             read_window, batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=READERS),
             fn_kwargs=dict(stream=self, objective=objective, rank=rank, world=world,
-                           limit=self.rows_per_worker(world) * world))
+                           limit=self.rows_per_worker(world) * world, steps=(rows_per_step, stop)))
 
 
-def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int, world: int, limit: int):
+def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int, world: int, limit: int,
+                steps: tuple[int, int] = (1, 0)):
     """One window's rows for worker ``rank``: read, permuted, kept from the task's ``first``
-    position, corrupted (a Ray Data task; yields batches of at most :data:`CHUNK` rows)."""
+    position, corrupted (a Ray Data task; yields batches of at most :data:`CHUNK` rows).
+    ``steps``: rows a step and the stream's end, for each row's share of training done."""
     t = task.to_pylist()[0]
     fs, root = stream.open()
     table = pa.concat_tables([pq.read_table(f"{root}/{path}", filesystem=fs) for path in t["files"]])
@@ -151,9 +156,17 @@ def read_window(task: pa.Table, stream: Stream, objective: Objective, rank: int,
     mine = (positions % world == rank) & (positions < limit)
     rows = stream.row_order(t["epoch"], window)[mine]
     kept_from = int(np.searchsorted(positions[mine], t["first"]))
+    progress = done_share(t["epoch"] * (limit // world) + positions[mine] // world, *steps)
     for lo in range(kept_from - kept_from % CHUNK, len(rows), CHUNK):
         chunk = pipeline.to_numpy(table.take(rows[lo:lo + CHUNK]))
-        out = pipeline.corrupt(chunk, objective, stream.seed, t["epoch"])
+        out = pipeline.corrupt(chunk, objective, stream.seed, t["epoch"], progress=progress[lo:lo + CHUNK])
         skip = max(0, kept_from - lo)
         if skip < len(chunk["row_id"]):  # an empty batch would reach Ray as pickled objects
             yield {k: v[skip:] for k, v in out.items()} if skip else out
+
+
+def done_share(index: np.ndarray, rows_per_step: int, stop: int) -> np.ndarray:
+    """Per row of a worker's stream (its ``index`` there), the share of training done at the step
+    that trains on it: ``step / max_steps``, the same on every worker and on a resume."""
+    step = index // rows_per_step
+    return step * rows_per_step / max(stop, 1)

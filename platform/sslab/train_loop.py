@@ -24,6 +24,7 @@ from sslab import accelerator, checkpoint, config as config_mod, models, pipelin
 from sslab.accelerator import Accelerator
 from sslab.errors import RunError
 from sslab.evaluation import evaluate
+from sslab.masking import schedule_of
 from sslab.objectives import adopt, get as get_objective
 from sslab.objectives.base import unwrap
 from sslab.rng import splitmix64
@@ -119,7 +120,8 @@ def micro_batches(w: Worker):
         yield iter(())
         return
     rows = w.plan.train.dataset(w.objective, ctx.get_world_rank(), ctx.get_world_size(),
-                                start=w.counters.step * rows_per_step, stop=t.max_steps * rows_per_step)
+                                start=w.counters.step * rows_per_step, stop=t.max_steps * rows_per_step,
+                                rows_per_step=rows_per_step)
     source = iter(pipeline.torch_batches(rows, t.batch_size, t.prefetch_batches, w.accelerator.device,
                                          pin_memory=w.accelerator.pin_memory))
     try:
@@ -292,6 +294,9 @@ def step_metrics(w: Worker, done: StepResult) -> dict:
                "tokens": c.tokens, "tokens_per_s": w.progress.tokens_per_s, "data_wait": w.progress.data_wait,
                "epoch": c.step * w.plan.blocks_per_step / w.plan.train.rows,
                "nonfinite_steps": c.nonfinite_total}
+    schedule = schedule_of(w.cfg.objective)
+    if schedule:  # the ratio this step's rows were masked at
+        metrics["mask_ratio"] = float(schedule.ratio_at((c.step - 1) / w.cfg.train.max_steps))
     if w.accelerator.peak_flops:
         flops_per_token = w.flops_per_token * done.model_tokens / done.tokens  # per token trained
         metrics["mfu"] = mfu(w.progress.tokens_per_s, flops_per_token, w.accelerator.peak_flops, w.world)

@@ -2,7 +2,8 @@
 produces the losses an uninterrupted run would have produced, step for step; and its
 ``metrics.jsonl`` and tracking (TensorBoard, MLflow, W&B) show one run with each step once. Both
 runs train their own tokenizer in a fresh run directory, so they also show that one config and
-seed give one run: the same tokenizer, byte for byte, and the same losses."""
+seed give one run: the same tokenizer, byte for byte, and the same losses. Both mask on a
+falling schedule (0.4 to 0.1), so the rerun also shows that a row's mask ratio comes from its step."""
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def overrides(ray_cluster, tiny):
     # tokenizer.path=null: each run trains its own WordPiece tokenizer on the corpus (the default).
     return lambda out, *extra: tiny(out, "tokenizer.path=null", "tokenizer.vocab_size=2000", "scaling.num_workers=2",
                                     f"train.max_steps={STEPS}", "train.log_every=1", f"train.checkpoint_every={EVERY}",
-                                    f"train.eval_every={STEPS}", "eval.probe_docs=0", "model.dropout=0.1", *extra)
+                                    f"train.eval_every={STEPS}", "eval.probe_docs=0", "model.dropout=0.1",
+                                    "objective.mask_ratio=0.4", "objective.mask_schedule=linear",
+                                    "objective.mask_ratio_end=0.1", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,7 @@ def test_rerunning_a_crashed_run_resumes_after_its_last_checkpoint_with_identica
     assert all(row["wall_time"] > crashed[-1]["wall_time"] for row in rows[EVERY:CRASH])
     expected, got = losses(uninterrupted.run_dir), losses(run.run_dir)
     assert got == expected  # bit for bit on CPU: same data, masks, dropout and optimizer state
+    assert [r["mask_ratio"] for r in rows] == pytest.approx([0.4 - 0.3 * (s - 1) / STEPS for s in range(1, STEPS + 1)])
     assert run.resumed.summary["metrics"]["eval_mlm_loss"] == uninterrupted.summary["metrics"]["eval_mlm_loss"]
     assert run.again.summary["steps"] == STEPS and (run.run_dir / "metrics.jsonl").read_text() == run.lines
 

@@ -105,8 +105,10 @@ def entries(ray_cluster, tmp_path_factory):
     }
 
 
-def rows(s: Stream, objective, rank: int, world: int, start: int, stop: int) -> dict[str, np.ndarray]:
-    batches = list(s.dataset(objective, rank, world, start, stop).iter_batches(batch_size=None, batch_format="numpy"))
+def rows(s: Stream, objective, rank: int, world: int, start: int, stop: int,
+         rows_per_step: int = 1) -> dict[str, np.ndarray]:
+    batches = list(s.dataset(objective, rank, world, start, stop, rows_per_step)
+                   .iter_batches(batch_size=None, batch_format="numpy"))
     out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     return {k: v[:stop - start] for k, v in out.items()}
 
@@ -157,6 +159,25 @@ def test_a_stream_started_midway_is_exactly_the_tail_of_the_whole_stream(entries
             tail = rows(s, objective, rank, world, start, stop)
             for key in whole:
                 assert np.array_equal(tail[key], whole[key][start:]), (kind, rank, start, key)
+
+
+def test_a_mask_rate_schedule_masks_each_row_at_its_steps_ratio_and_a_midway_start_masks_alike(entries, vocab):
+    # 0.6 at the first step to 0.05 at the last, over 2.4 epochs of 2 workers, 8 rows a step.
+    mlm = MLM(MLMConfig(mask_ratio=0.6, mask_schedule="linear", mask_ratio_end=0.05), vocab)
+    s = entries["packed"].stream(prepared.DataConfig(shuffle_window=300), seed=5)
+    world, per_step = 2, 8
+    steps = int(2.4 * s.rows_per_worker(world)) // per_step
+    stop = steps * per_step
+    whole = rows(s, mlm, 1, world, 0, stop, per_step)
+    maskable = ~np.isin(originals(whole), vocab.special_ids)
+    step_of_row = np.arange(stop) // per_step
+    for part in np.array_split(np.arange(steps), 5):  # the realised ratio of each fifth of the steps
+        at = np.isin(step_of_row, part)
+        realised = (whole["labels"][at] >= 0).sum() / maskable[at].sum()
+        assert abs(realised - (0.6 - 0.55 * part.mean() / steps)) < 0.03, (part[0], realised)
+    start = (steps // 2 + 1) * per_step  # a resume at a step past an epoch's end
+    tail = rows(s, mlm, 1, world, start, stop, per_step)
+    assert all(np.array_equal(tail[k], whole[k][start:]) for k in whole)
 
 
 def test_without_a_shuffle_the_rows_come_in_corpus_order(entries, vocab):
