@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 
 from sslab import evaluation, pipeline, synthetic, tokenizer
-from sslab.config import SyntheticConfig, load
+from sslab.config import load
 from sslab.objectives import get
 from sslab.train_loop import Counters, apply_or_skip, build_optimizer, lr_factor, train_step
 
@@ -48,7 +48,7 @@ class Setup:
     def __init__(self, name: str, overrides: list[str] = (), num_docs: int = 3000, tokenizer_dir: Path | None = None):
         self.cfg = load(overrides=BASE + [f"objective.name={name}", *overrides])
         cls = get(self.cfg.objective.name)
-        data = synthetic.generate(SyntheticConfig(num_docs=num_docs), 0, num_docs)
+        data = synthetic.generate(dataclasses.replace(self.cfg.corpus.synthetic, num_docs=num_docs), 0, num_docs)
         texts, labels = data["text"], data["label"]
         # A fixed tokenizer: the learning tests that sit near a cliff were measured with it.
         self.tok = tokenizer.load_tokenizer(tokenizer_dir) if tokenizer_dir else \
@@ -66,7 +66,8 @@ class Setup:
     def units(self, texts: list[str], unit: str) -> dict[str, np.ndarray]:
         v = self.vocab
         tokenize = pipeline.Tokenize(self.tok.backend_tokenizer.to_str(), self.cfg.train.seq_len, v.cls_id, v.sep_id,
-                                     v.pad_id, unit=unit)
+                                     v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg, unit),
+                                     sentence_split=self.cfg.corpus.sentence_split)
         return numpy_rows(tokenize({"text": np.asarray(texts, dtype=object)}))
 
     def model(self) -> torch.nn.Module:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
+from learning import learn
 from sslab import segment, tokenizer
 from sslab.config import ConfigError, EvalConfig
 from sslab.rng import RowRandom
@@ -416,3 +417,17 @@ def test_mlm_needs_a_tokenizer_with_a_mask_token(vocab):
                               continues_word=vocab.continues_word)
     with pytest.raises(ConfigError, match="mask token"):
         MLM(MLMConfig(), no_mask)
+
+
+@pytest.mark.slow
+def test_chinese_whole_word_masking_by_jieba_learns_well_above_the_unigram_baseline():
+    # BERT-wwm's recipe on the Chinese synthetic corpus: jieba's words, every character of a
+    # selected word masked together, one WordPiece token per character. Measured (fixed protocol:
+    # 15 % token masking): eval_mlm_loss 6.28 -> 4.05 in 300 steps against the unigram's 5.07,
+    # accuracy 0.29 against 0.06; at 150 steps it is only level (4.96).
+    before, after, setup = learn("mlm", ["corpus.synthetic.language=zh", "tokenizer.word_segmenter=jieba",
+                                         "objective.whole_word=true", "tokenizer.vocab_size=3000"], steps=300)
+    assert segment.COLUMN in setup.train  # the rows carry jieba's words
+    assert before["eval_mlm_loss"] > before["eval_unigram_loss"]
+    assert after["eval_mlm_loss"] < after["eval_unigram_loss"] - 0.5
+    assert after["eval_mlm_acc"] > after["eval_unigram_acc"] + 0.1

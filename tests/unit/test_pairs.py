@@ -136,3 +136,12 @@ def test_nsp_learns_to_tell_a_successor_from_another_documents_segment():
     before, after, _ = learn("nsp", ["train.lr=1e-3", "eval.max_blocks=256"], steps=700,
                              tokenizer_dir=FIXED_TOKENIZER)
     assert after["eval_nsp_acc"] > after["eval_nsp_majority_acc"] + 0.08
+
+
+def test_sop_learns_the_order_of_chinese_sentences():
+    # Chinese synthetic text (no spaces, sentences closed by 。！？, split by corpus.sentence_split's
+    # default rule). Measured: eval_sop_acc 0.49 -> 0.87 in 120 steps (majority 0.51).
+    before, after, _ = learn("sop", ["corpus.synthetic.language=zh", "tokenizer.vocab_size=3000",
+                                     "eval.max_blocks=256"], steps=120)
+    assert after["eval_sop_acc"] > after["eval_sop_majority_acc"] + 0.2
+    assert after["eval_sop_acc"] > before["eval_sop_acc"] + 0.2
