@@ -178,8 +178,43 @@ def main() -> None:
                             f"order (none): {statistics.median(got['global']) / statistics.median(got['none']):.3f}x")
         result.params["tokens_per_pass"] = int(ids.size)
         ray.shutdown()
+        result.notes.append(segmenter_cost(size, args.reps))
     result.wall_s = wall.seconds
     result.save(args.out)
+
+
+def segmenter_cost(size: dict, reps: int) -> str:
+    """The tokenize step (``pipeline.Tokenize``, packed blocks, one core) on the Chinese synthetic
+    corpus without and with ``tokenizer.word_segmenter=jieba``: the price of Chinese whole-word
+    masking, paid once per corpus as it is prepared (the rows keep the words), never per epoch."""
+    from sslab import pipeline
+    from sslab.config import SyntheticConfig, TokenizerConfig
+    from sslab.synthetic import generate
+    from sslab.tokenizer import train_tokenizer, vocab_of
+
+    texts = generate(SyntheticConfig(num_docs=max(size["docs"] // 3, 100), language="zh"), 0,
+                     max(size["docs"] // 3, 100))["text"]
+    tok = train_tokenizer(TokenizerConfig(vocab_size=3000), texts, 512)
+    v = vocab_of(tok)
+
+    def rate(segmenter: str | None):
+        step = pipeline.Tokenize(tok.backend_tokenizer.to_str(), size["seq_len"], v.cls_id, v.sep_id, v.pad_id,
+                                 word_segmenter=segmenter)
+
+        def run() -> float:
+            tokens = 0
+            with Timer() as t:
+                for i in range(0, len(texts), pipeline.TOKENIZE_BATCH):
+                    tokens += step({"text": np.asarray(texts[i:i + pipeline.TOKENIZE_BATCH], dtype=object)}).num_rows
+            return tokens * size["seq_len"] / t.seconds
+        return run
+
+    say("the segmenter's cost: the tokenize step on Chinese text, without and with jieba")
+    got = interleaved({"plain": rate(None), "jieba": rate("jieba")}, reps, warmup=True)
+    plain, jieba = statistics.median(got["plain"]), statistics.median(got["jieba"])
+    return (f"the segmenter's cost: the tokenize step on {len(texts):,} Chinese synthetic documents, one core: "
+            f"{plain:,.0f} tokens/s without a segmenter, {jieba:,.0f} with tokenizer.word_segmenter=jieba "
+            f"({plain / jieba:.2f}x slower), paid once per corpus in sslab prepare (the prepared rows keep the words)")
 
 
 if __name__ == "__main__":

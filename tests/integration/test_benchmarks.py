@@ -32,6 +32,7 @@ def test_script_runs_at_smoke_size_and_lands_in_results(script, tmp_path):
     if script == "data_pipeline":  # the HF collator as run_mlm.py configures it
         assert "special_tokens_mask" in figures["data (b): cached blocks to masked batches / HF MLM collator with "
                                                 "special_tokens_mask"]["note"]
+        assert any(note.startswith("the segmenter's cost: ") for note in result["notes"])  # Chinese whole words
     if script == "training" and Path("/proc/stat").exists():  # every core each side used, and where they went
         overhead = figures["training overhead: sslab pretrain (1 worker) / bare PyTorch loop, tokens per core-second"]
         assert overhead["unit"] == "tokens/core-s" and "every process of the run" in overhead["note"]
