@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sslab import lazy, segment, similar
 from sslab.config import EvalConfig, ObjectiveConfig, require, require_fraction
@@ -43,6 +44,8 @@ class MLMConfig(MaskSchedule, WordMasking, ObjectiveConfig):
                 f"at most 1 - objective.replace_mask = {1 - self.replace_mask:g}")
         self.check_word_masking()
         if self.replace_similar is not None:
+            # Absolute: Ray's workers read it from another working directory.
+            self.replace_similar = str(Path(self.replace_similar).expanduser().absolute())
             similar.read(self.replace_similar)  # refused before Ray starts: missing, unreadable, not word<TAB>words
 
 

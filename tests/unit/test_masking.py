@@ -15,11 +15,13 @@ import importlib
 import logging
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from sslab import masking, pipeline, prepared, segment, similar, tokenizer
-from sslab.config import ConfigError, TokenizerConfig, load
+from sslab.config import ConfigError, TokenizerConfig, build, load
 from sslab.objectives.electra import ELECTRA, ELECTRAConfig
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 from sslab.rng import RowRandom
@@ -460,3 +462,12 @@ def _timed(objective, blocks) -> float:
     start = time.perf_counter()
     corrupt(objective, blocks, rows=slice(0, 256))
     return time.perf_counter() - start
+
+
+def test_a_relative_similar_words_file_is_kept_absolute_for_workers_in_another_directory(similar_file, monkeypatch):
+    path = Path(similar_file)
+    monkeypatch.chdir(path.parent)
+    cfg = load(overrides=["objective.name=mlm", f"objective.replace_similar={path.name}"])
+    assert cfg.objective.replace_similar == str(similar_file)
+    monkeypatch.chdir("/")  # a Ray worker's directory: the config it is sent still names the file
+    assert build(cfg.to_dict()).objective.replace_similar == str(similar_file)
