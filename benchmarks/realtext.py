@@ -47,12 +47,18 @@ def base_lines() -> tuple[str, ...]:
 
 def write_corpus(dest: Path, megabytes: float) -> Path:
     """A folder of text files of about ``megabytes`` MB of real text (see the module's docstring)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    target, written, copy = int(megabytes * (1 << 20)), 0, 0
-    part, out = 0, None
     lines = base_lines()
     if not lines:
         raise SystemExit("no documentation text found under /usr/share/doc or site-packages")
+    return write_lines(dest, megabytes, lines)
+
+
+def write_lines(dest: Path, megabytes: float, lines: tuple[str, ...]) -> Path:
+    """``lines`` (one document each), then copies of them, each shuffled by its own seed and tagged
+    with its number, as text files in ``dest`` until they hold about ``megabytes`` MB."""
+    dest.mkdir(parents=True, exist_ok=True)
+    target, written, copy = int(megabytes * (1 << 20)), 0, 0
+    part, out = 0, None
     while written < target:
         order = list(lines)
         if copy:

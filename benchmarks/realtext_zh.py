@@ -30,7 +30,10 @@ import sys
 from functools import cache
 from pathlib import Path
 
-FILE_BYTES = 8 << 20  # one corpus file holds about this much
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import realtext  # noqa: E402  (its files and copies: write_lines)
+
 MIN_CJK = 10
 MIN_SHARE = 0.5
 MAN_PAGES = "/usr/share/man/zh*/man*/*.gz"
@@ -142,34 +145,10 @@ def base_lines() -> tuple[str, ...]:
 def write_corpus(dest: Path, megabytes: float) -> Path:
     """A folder of text files of about ``megabytes`` MB of real Chinese text, one document per
     line (see the module's docstring)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    target, written, copy = int(megabytes * (1 << 20)), 0, 0
-    part, out = 0, None
     lines = base_lines()
     if not lines:
         raise SystemExit("no Chinese text found (man pages, Vim tutors, gettext catalogues under /usr/share)")
-    while written < target:
-        order = list(lines)
-        if copy:
-            random.Random(copy).shuffle(order)
-        for line in order:
-            if out is None or out.tell() >= FILE_BYTES:
-                if out:
-                    out.close()
-                out = open(dest / f"part-{part:05d}.txt", "w", encoding="utf-8")
-                part += 1
-            text = (f"[{copy}] {line}" if copy else line) + "\n"
-            out.write(text)
-            written += len(text.encode())
-            if written >= target:
-                break
-        copy += 1
-    out.close()
-    return dest
-
-
-def corpus_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir())
+    return realtext.write_lines(dest, megabytes, lines)
 
 
 def kind(path: str) -> str:
