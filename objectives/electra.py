@@ -106,6 +106,7 @@ class ELECTRA(Objective):
 
     name = "electra"
     unit = "packed"
+    masks_words = True
     backbone = "electra"
     Config = ELECTRAConfig
     metrics = ("eval_rtd_acc", "eval_rtd_loss", "eval_gen_loss", "eval_gen_acc", "probe_acc")

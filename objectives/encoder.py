@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import ModelConfig
-from sslab.objectives.base import Objective, frame, unwrap
+from sslab.objectives.base import Objective, frame, frame_words, unwrap
 from sslab.rng import RowRandom
 
 if TYPE_CHECKING:
@@ -147,20 +147,36 @@ class EncoderObjective(Objective):
             torch.save({k: h.state_dict() for k, h in net.heads.items()}, Path(out_dir) / HEADS_FILE)
 
 
+Pick = tuple[np.ndarray, np.ndarray]
+"""One segment of each pair: per row, whether it is a row's ``b`` (else its ``a``), and which row's."""
+
+
+def take(batch: dict, pick: Pick, words: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The segments ``pick`` names, ``(values, lengths)``: their ids, or with ``words`` their
+    segmenter's word marks (:func:`sslab.segment.pair_column`)."""
+    from_b, row = pick
+    a, b = (batch[segment.pair_column(side) if words else side][row] for side in ("a", "b"))
+    return np.where(from_b[:, None], b, a), np.where(from_b, batch["b_len"][row], batch["a_len"][row])
+
+
 class PairObjective(EncoderObjective):
     """A two-way classification of segment pairs on the first token (NSP, SOP)."""
 
     unit = "pairs"
     builds_input = True
 
-    def pair(self, batch: dict, rng: RowRandom) -> tuple[tuple, tuple, np.ndarray]:
-        """The first and second segments, each ``(ids, lengths)``, and the 0/1 label per row."""
+    def pair(self, batch: dict, rng: RowRandom) -> tuple[Pick, Pick, np.ndarray]:
+        """Which segment goes first and which second (each a :data:`Pick`), and the 0/1 label per row."""
         raise NotImplementedError
 
     def transform(self, batch, rng):
         first, second, label = self.pair(batch, rng)
         width = 2 * batch["a"].shape[1] + 3
-        return {"input_ids": frame(self.vocab, width, first, second), f"{self.name}_label": label.astype(np.int64)}
+        out = {"input_ids": frame(self.vocab, width, take(batch, first), take(batch, second)),
+               f"{self.name}_label": label.astype(np.int64)}
+        if segment.pair_column("a") in batch:  # a segmenter's word marks, for the mlm part of a mixture
+            out[segment.COLUMN] = frame_words(width, take(batch, first, words=True), take(batch, second, words=True))
+        return out
 
     def eval_transform(self, batch, rng, protocol):
         return self.transform(batch, rng)  # no knobs: the protocol is the task itself

@@ -10,9 +10,9 @@ from typing import Literal
 
 import numpy as np
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import ObjectiveConfig, require
-from sslab.objectives.base import frame, register
+from sslab.objectives.base import frame, frame_words, register
 from sslab.objectives.encoder import EncoderObjective
 
 # The model side's modules, imported on first use: Ray Data's processes run transform() without them.
@@ -61,7 +61,10 @@ class SimCSE(EncoderObjective):
 
     def transform(self, batch, rng):
         view = self.sentence(batch["a"], batch["a_len"])
-        return {"view": view, "input_ids": view.copy()}  # input_ids: what an MLM part may mask
+        out = {"view": view, "input_ids": view.copy()}  # input_ids: what an MLM part may mask
+        if segment.pair_column("a") in batch:  # a segmenter's word marks, for that MLM part
+            out[segment.COLUMN] = frame_words(view.shape[1], (batch[segment.pair_column("a")], batch["a_len"]))
+        return out
 
     def eval_transform(self, batch, rng, protocol):
         keep = batch["b_len"] > 0  # a one-sentence document has no second half

@@ -249,7 +249,7 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
     key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit,
-                            word_segmenter=pipeline.segmenter_of(cfg, objective.unit),
+                            word_segmenter=pipeline.segmenter_of(cfg),
                             sentence_split=cfg.corpus.sentence_split)
     entry = prepared.find(root, key)
     if entry is None:

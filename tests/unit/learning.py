@@ -66,7 +66,7 @@ class Setup:
     def units(self, texts: list[str], unit: str) -> dict[str, np.ndarray]:
         v = self.vocab
         tokenize = pipeline.Tokenize(self.tok.backend_tokenizer.to_str(), self.cfg.train.seq_len, v.cls_id, v.sep_id,
-                                     v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg, unit),
+                                     v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg),
                                      sentence_split=self.cfg.corpus.sentence_split)
         return numpy_rows(tokenize({"text": np.asarray(texts, dtype=object)}))
 
