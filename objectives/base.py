@@ -155,8 +155,9 @@ class Objective(abc.ABC):
         """The encoder whose mean-pooled states the linear probe reads (None: no probe)."""
         return None
 
-    def export(self, model: torch.nn.Module, out_dir: str) -> None:
-        """Save the trained model in Hugging Face format."""
+    def export(self, model: torch.nn.Module, out_dir: str, seq_len: int | None = None) -> None:
+        """Save the trained model in Hugging Face format. ``seq_len``: the longest input the run
+        trained on (an encoder's sentence-transformers files cut inputs there)."""
         model.save_pretrained(out_dir)
 
 

@@ -149,5 +149,6 @@ class Mixture(Objective):
     def encoder(self, model):
         return self.members[0].encoder(model)
 
-    def export(self, model, out_dir):
-        self.members[0].export(model, out_dir)
+    def export(self, model, out_dir, seq_len=None):
+        # The first part builds the input (simcse's sentences, nsp's pairs), so its pooling is the run's.
+        self.members[0].export(model, out_dir, seq_len)

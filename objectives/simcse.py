@@ -75,14 +75,20 @@ class SimCSE(EncoderObjective):
     def sentence(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return frame(self.vocab, ids.shape[1] + 2, (ids, lengths))
 
-    def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Unit-length sentence vectors (float32) by ``objective.pooling``."""
+    @property
+    def pooling(self) -> str:
+        return self.cfg.pooling
+
+    def pool(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Sentence vectors by ``objective.pooling``: what ``SentenceTransformer`` on the export returns."""
         if self.cfg.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            real = (ids != self.vocab.pad_id).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
-        return F.normalize(pooled.float(), dim=-1)
+            return hidden[:, 0]
+        real = (ids != self.vocab.pad_id).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+
+    def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Unit-length sentence vectors (float32): :meth:`pool`, normalised."""
+        return F.normalize(self.pool(hidden, ids).float(), dim=-1)
 
     def part_loss(self, net, outs, batch):
         z1, z2 = (self.embed(o.hidden, batch["view"]) for o in outs)

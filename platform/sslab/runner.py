@@ -398,7 +398,7 @@ def finish(data: Prepared, run_dir: Path, result, wall_s: float) -> dict:
         state = read_state(d)
     model = data.objective.build_model(cfg.model)
     model.load_state_dict(state["model"])
-    data.objective.export(model, str(run_dir / "model"))
+    data.objective.export(model, str(run_dir / "model"), seq_len=cfg.train.seq_len)
     data.tokenizer.save_pretrained(str(run_dir / "model"))
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     summary = {

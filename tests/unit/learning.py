@@ -64,8 +64,8 @@ class Setup:
         self.probe = evaluation.probe_set(texts[:n_val][:400], labels[:n_val][:400], self.tok, self.cfg.train.seq_len)
 
     def units(self, texts: list[str], unit: str) -> dict[str, np.ndarray]:
-        v = self.vocab
-        tokenize = pipeline.Tokenize(self.tok.backend_tokenizer.to_str(), self.cfg.train.seq_len, v.cls_id, v.sep_id,
+        v = self.vocab  # its tokenizer JSON: self.tok's now holds the padding of the probe set's call
+        tokenize = pipeline.Tokenize(v.tokenizer_json, self.cfg.train.seq_len, v.cls_id, v.sep_id,
                                      v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg),
                                      sentence_split=self.cfg.corpus.sentence_split)
         return numpy_rows(tokenize({"text": np.asarray(texts, dtype=object)}))
