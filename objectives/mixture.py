@@ -147,5 +147,8 @@ class Mixture(Objective):
     def encoder(self, model):
         return self.members[0].encoder(model)
 
+    def sentence_pooling(self):
+        return next((p.sentence_pooling() for p in self.members if p.sentence_pooling()), None)
+
     def export(self, model, out_dir):
         self.members[0].export(model, out_dir)

@@ -20,6 +20,7 @@ torch = lazy.module("torch")
 dist = lazy.module("torch.distributed")
 F = lazy.module("torch.nn.functional")
 models = lazy.module("sslab.models")
+sts = lazy.module("sslab.sts")
 
 RETRIEVAL_POOL = 16  # candidates per retrieval query at evaluation (chance: 1/16)
 
@@ -50,9 +51,10 @@ class SimCSE(EncoderObjective):
     name = "simcse"
     unit = "sentences"
     Config = SimCSEConfig
-    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "probe_acc")
+    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "eval_sts_spearman",
+               "probe_acc")
     baselines = {"eval_retrieval_chance": "eval_retrieval_acc"}
-    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020)"
+    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020); STS (Cer et al. 2017)"
     builds_input = True
     encoder_inputs = ("view", "view")  # the same ids twice: two dropout masks
     eval_unit = "halves"  # retrieval: find a document's second half from its first, among 16
@@ -74,12 +76,10 @@ class SimCSE(EncoderObjective):
 
     def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Unit-length sentence vectors (float32) by ``objective.pooling``."""
-        if self.cfg.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            real = (ids != self.vocab.pad_id).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
-        return F.normalize(pooled.float(), dim=-1)
+        return sts.pool(hidden, ids != self.vocab.pad_id, self.cfg.pooling)
+
+    def sentence_pooling(self) -> str:
+        return self.cfg.pooling
 
     def part_loss(self, net, outs, batch):
         z1, z2 = (self.embed(o.hidden, batch["view"]) for o in outs)
