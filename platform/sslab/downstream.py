@@ -448,5 +448,5 @@ def recorded_pooling(model_dir: str | Path) -> str | None:
                           f"pass the pooling (--pooling mean or cls)") from None
     if len(modes) != 1 or modes[0] not in POOLING_MODES:
         raise ConfigError(f"{str(path)!r} pools by {' + '.join(modes) or 'nothing'}; sslab scores "
-                          f"{' or '.join(POOLING_MODES)}: pass the pooling to use (--pooling mean or cls)")
+                          f"{' or '.join(POOLING_MODES.values())}: pass the pooling to use (--pooling mean or cls)")
     return POOLING_MODES[modes[0]]
