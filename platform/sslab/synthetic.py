@@ -31,6 +31,9 @@ above); each noun has a measure word (``一只``, ``这本``) that agrees with i
 surname and one or two characters. Sentences end with ``。``, one in ten with ``！`` and one in
 ten is a question ending ``吗？``; the discourse markers are ``首先``, ``然后``/``接着``/``后来``
 and ``最后``, each followed by ``，``.
+
+:func:`sts_pairs` gives sentence pairs in the same language with a known similarity grade, drawn
+apart from the documents, for the sentence-similarity score (:mod:`sslab.sts`).
 """
 from __future__ import annotations
 
@@ -310,7 +313,7 @@ def _unsigned(seed: int) -> int:
 # ---------------------------------------------------------------- graded sentence pairs (STS)
 
 STS_LEVELS = (5, 4, 3, 2, 1, 0)
-"""The grades of :func:`sts_pairs`, the STS annotation scale (Agirre et al. 2013; STS-B, Cer et al.
+"""The grades of :func:`sts_pairs`, the STS annotation scale (Agirre et al. 2012; STS-B, Cer et al.
 2017) read in this corpus's terms:
 
 - 5, equivalent: the same proposition, reworded (another discourse marker; the subject's
