@@ -260,7 +260,7 @@ EVAL_EXAMPLES = """examples:
   sslab eval runs/demo/best/model --data reviews.jsonl --label-field sentiment
   sslab eval runs/a/model --data labelled.csv --no-finetune          (linear probe only)
   sslab eval runs/gpt/model --perplexity data/heldout/               (a decoder: perplexity)
-  sslab eval runs/sim/model --sts sts-dev.tsv                         (sentence similarity, STS-B style)
+  sslab eval runs/sim/model --sts sts-dev.tsv                        (sentence similarity, STS-B style)
 """
 
 
