@@ -430,7 +430,8 @@ def _say(d: _Draws, lex: Lexicon, p: Proposition, language: str) -> str:
     prop = t.adjectives[s.adjective] if predicative and s.adjective is not None else None
     if language == "zh":
         tool = "用" + _zh_mention(t, p.tool) if p.tool else ""
-        text = f"{ZH_MARKERS[marker]}，{_zh_mention(t, s, not predicative)}{tool}{t.verbs[p.verb]}了{_zh_mention(t, p.object)}"
+        subject, obj = _zh_mention(t, s, not predicative), _zh_mention(t, p.object)
+        text = f"{ZH_MARKERS[marker]}，{subject}{tool}{t.verbs[p.verb]}了{obj}"
         if prop:
             text += f"，因为{'它们' if s.plural else '它'}很{prop}"
         return text + ("！" if d.chance(0.2) else "。")

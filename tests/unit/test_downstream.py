@@ -315,23 +315,22 @@ def test_similarity_is_the_spearman_of_mean_pooled_cosines(encoder_dir, sts_file
     assert sts_result["sts_spearman"] == pytest.approx(scipy.stats.spearmanr(cosines, frame["score"])[0], abs=0.01)
 
 
-def pooling_config(model_dir, **modes):
+def pooling_config(model_dir, *modes):
     """A sentence-transformers Pooling module's config in ``model_dir/1_Pooling``."""
-    flags = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
+    flags = {f"pooling_mode_{m}": m in modes for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
     (model_dir / "1_Pooling").mkdir(exist_ok=True)
-    (model_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 128, **flags,
-                                                                     **{f"pooling_mode_{m}": v for m, v in modes.items()}}))
+    (model_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 128, **flags}))
 
 
 def test_similarity_pools_as_the_directory_records_unless_told(encoder_dir, sts_file, sts_result, tmp_path):
     d = tmp_path / "model"
     shutil.copytree(encoder_dir, d)
-    pooling_config(d, cls_token=True)
+    pooling_config(d, "cls_token")
     cls = downstream.similarity(d, sts_file, max_length=MAX_LEN)
     assert cls["sts_pooling"] == "cls" and cls["sts_spearman"] != sts_result["sts_spearman"]
     told = downstream.similarity(d, sts_file, pooling="mean", max_length=MAX_LEN)
     assert told == {**sts_result, "model_dir": str(d)}
-    pooling_config(d, max_tokens=True)
+    pooling_config(d, "max_tokens")
     with pytest.raises(ConfigError, match=r"pools by pooling_mode_max_tokens; sslab scores cls or mean: pass"):
         downstream.similarity(d, sts_file)
     with pytest.raises(ConfigError, match=r"pooling='max' must be one of mean, cls"):
