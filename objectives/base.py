@@ -155,6 +155,12 @@ class Objective(abc.ABC):
         """The encoder whose mean-pooled states the linear probe reads (None: no probe)."""
         return None
 
+    def sentence_pooling(self) -> str | None:
+        """How it pools the sentence vectors it trains (``mean`` or ``cls``: SimCSE's
+        ``objective.pooling``), which ``eval_sts_spearman`` scores as trained; None: it trains
+        none, and reports no STS score."""
+        return None
+
     def export(self, model: torch.nn.Module, out_dir: str, seq_len: int | None = None) -> None:
         """Save the trained model in Hugging Face format. ``seq_len``: the longest input the run
         trained on (an encoder's sentence-transformers files cut inputs there)."""

@@ -149,6 +149,9 @@ class Mixture(Objective):
     def encoder(self, model):
         return self.members[0].encoder(model)
 
+    def sentence_pooling(self):
+        return next((p.sentence_pooling() for p in self.members if p.sentence_pooling()), None)
+
     def export(self, model, out_dir, seq_len=None):
         # The first part builds the input (simcse's sentences, nsp's pairs), so its pooling is the run's.
         self.members[0].export(model, out_dir, seq_len)

@@ -20,6 +20,7 @@ torch = lazy.module("torch")
 dist = lazy.module("torch.distributed")
 F = lazy.module("torch.nn.functional")
 models = lazy.module("sslab.models")
+sts = lazy.module("sslab.sts")
 
 RETRIEVAL_POOL = 16  # candidates per retrieval query at evaluation (chance: 1/16)
 
@@ -50,9 +51,10 @@ class SimCSE(EncoderObjective):
     name = "simcse"
     unit = "sentences"
     Config = SimCSEConfig
-    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "probe_acc")
+    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "eval_sts_spearman",
+               "probe_acc")
     baselines = {"eval_retrieval_chance": "eval_retrieval_acc"}
-    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020)"
+    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020); STS (Cer et al. 2017)"
     builds_input = True
     encoder_inputs = ("view", "view")  # the same ids twice: two dropout masks
     eval_unit = "halves"  # retrieval: find a document's second half from its first, among 16
@@ -79,12 +81,12 @@ class SimCSE(EncoderObjective):
     def pooling(self) -> str:
         return self.cfg.pooling
 
+    def sentence_pooling(self) -> str:
+        return self.cfg.pooling
+
     def pool(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Sentence vectors by ``objective.pooling``: what ``SentenceTransformer`` on the export returns."""
-        if self.cfg.pooling == "cls":
-            return hidden[:, 0]
-        real = (ids != self.vocab.pad_id).unsqueeze(-1).to(hidden.dtype)
-        return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+        return sts.pooled(hidden, ids != self.vocab.pad_id, self.cfg.pooling)
 
     def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Unit-length sentence vectors (float32): :meth:`pool`, normalised."""
