@@ -75,6 +75,14 @@ def test_an_unknown_search_space_name_lists_the_shipped_ones():
         assert path.stem in message
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_space_says_what_its_paper_measured_and_why_its_metric_stands_for_it(path):
+    """The ranking audit of issue 23: a search is only as good as the quantity it ranks by."""
+    header = path.read_text().split("\ndescription:")[0]
+    assert "Quantity measured:" in header, path.name
+    assert load_spec(path).metric in header, f"{path.name}'s header does not name the metric it ranks by"
+
+
 @pytest.mark.parametrize("on_cpu", [False, True], ids=["own-scale", "cpu"])
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, on_cpu):
