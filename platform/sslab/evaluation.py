@@ -80,5 +80,9 @@ def probe_set(texts: list[str], labels: list[str], tokenizer, max_length: int) -
     if len(texts) < 4 or len(set(labels)) < 2:
         return None
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="np")
+    # A fast tokenizer keeps that padding and truncation set on its backend until its next call;
+    # the run saves this tokenizer with its model, and tokenizer.json must not pad every text.
+    tokenizer.backend_tokenizer.no_padding()
+    tokenizer.backend_tokenizer.no_truncation()
     return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64),
             "labels": list(labels)}

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 import yaml
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -48,6 +49,10 @@ def test_the_exported_model_loads_offline_and_fills_in_masks(run):
     model = AutoModelForMaskedLM.from_pretrained(run.model_dir, local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(run.model_dir, local_files_only=True)
     enc = tok(["first a"], return_tensors="pt")
+    # The tokenizer file itself carries no padding or truncation (the probe's padded batch set them
+    # on the tokenizer in memory): a raw `tokenizers` user gets the text's tokens, not a padded row.
+    raw = Tokenizer.from_file(str(run.model_dir / "tokenizer.json")).encode("first a")
+    assert raw.ids == enc["input_ids"][0].tolist()
     with torch.no_grad():
         logits = model(**enc).logits
     assert logits.shape == (1, enc["input_ids"].shape[1], len(tok))
