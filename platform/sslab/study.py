@@ -163,17 +163,13 @@ def study(name, *, size: str = "tiny", out: str | Path | None = None, resume: bo
     check_overrides(s, list(overrides or []))
     spec = s.search(size)
     result = tune(spec, out=out or f"runs/study-{s.name}-{size}", resume=resume, overrides=list(overrides or []))
-    max_steps = int(config_mod.build(result_base(result.search_dir)).train.max_steps)
-    comparison = compare(s, size, result.table, max_steps)
+    ran = config_mod.build(config_mod.read_yaml(result.search_dir / "search.yaml")["base"])  # overrides included
+    seeds = s.seeds if len(s.seeds) > 1 else [ran.train.seed]
+    comparison = compare(s, size, result.table, ran.train.max_steps, seeds)
     (result.search_dir / "study.json").write_text(json.dumps(comparison, indent=2, default=str))
     (result.search_dir / "study.md").write_text(markdown_of(comparison))
     result.report = write_report(result.search_dir)  # again, now opening with the comparison
     return StudyResult(comparison, result)
-
-
-def result_base(search_dir: Path) -> dict:
-    """The base config the search ran (its ``search.yaml``), overrides included."""
-    return config_mod.read_yaml(search_dir / "search.yaml")["base"]
 
 
 # ---------------------------------------------------------------- the comparison
@@ -190,26 +186,26 @@ def same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def compare(s: Study, size: str, table, max_steps: int) -> dict:
-    """The comparison of a finished study's results ``table`` (one row per trial) with the paper."""
-    seeds = list(s.seeds)
+def compare(s: Study, size: str, table, max_steps: int, seeds: list[int] | None = None) -> dict:
+    """The comparison of a finished study's results ``table`` (one row per trial: the setting,
+    ``train.seed`` when several, ``status`` and the metric at the trial's last report) with the
+    paper. A setting's sslab value is the mean over ``seeds`` (default: the study's)."""
+    seeds = list(seeds or s.seeds)
     rows = []
     for setting in s.settings:
         mine = table[[same(v, setting.value) for v in table[s.setting]]]
-        by_seed = {}
+        by_seed = []
         for seed in seeds:
             hit = mine[mine["train.seed"] == seed] if "train.seed" in mine else mine
             ok = hit[hit["status"] == "FINISHED"]
-            by_seed[seed] = float(ok[s.metric].iloc[0]) if len(ok) and s.metric in ok else None
-        values = [v for v in by_seed.values() if v is not None and math.isfinite(v)]
+            value = float(ok[s.metric].iloc[0]) if len(ok) and s.metric in ok else math.nan
+            by_seed.append(value if math.isfinite(value) else None)
         rows.append({"label": setting.label, "value": setting.value,
                      "paper": dict(zip(s.paper["columns"], setting.paper)),
-                     "sslab": sum(values) / len(values) if len(values) == len(seeds) else None, "by_seed": by_seed})
-    noise = None
-    if len(seeds) > 1:
-        spreads = [max(r["by_seed"].values()) - min(r["by_seed"].values()) for r in rows if r["sslab"] is not None]
-        noise = max(spreads) if spreads else None
-    claims = [claim(s, rows, better, worse, noise) for better, worse in s.claims]
+                     "sslab": None if None in by_seed else sum(by_seed) / len(by_seed), "by_seed": by_seed})
+    spreads = [max(r["by_seed"]) - min(r["by_seed"]) for r in rows if r["sslab"] is not None]
+    noise = max(spreads) if len(seeds) > 1 and spreads else None
+    claims = [claim(s, rows, better, worse) for better, worse in s.claims]
     out = {"study": s.name, "size": size, "steps": max_steps, "seeds": seeds, "metric": s.metric, "mode": s.mode,
            "stands_for": s.stands_for, "setting": s.setting, "paper": s.paper, "settings": rows, "claims": claims,
            "noise": noise}
@@ -217,24 +213,31 @@ def compare(s: Study, size: str, table, max_steps: int) -> dict:
     return out
 
 
-def claim(s: Study, rows: list[dict], better: str, worse: str, noise: float | None) -> dict:
+def claim(s: Study, rows: list[dict], better: str, worse: str) -> dict:
     """One stated direction: the paper's gap (its first column), sslab's gap (positive: as the
-    paper says) and the verdict."""
+    paper says; the mean of the gaps on each seed) and the verdict.
+
+    A seed initialises, orders and masks both settings alike, so the gap is measured on each
+    seed: with several, it reproduces only if it holds on every seed and exceeds its spread
+    across them (its run-to-run noise)."""
     row = {r["label"]: r for r in rows}
     first = s.paper["columns"][0] if s.paper["columns"] else None
     published = [row[x]["paper"].get(first) for x in (better, worse)]
     paper_gap = None if None in published else round(published[0] - published[1], places(s.paper, first))
-    a, b = row[better]["sslab"], row[worse]["sslab"]
-    gap = None if a is None or b is None else (a - b if s.mode == "max" else b - a)
+    pairs = list(zip(row[better]["by_seed"], row[worse]["by_seed"]))
+    gaps = None if any(None in p for p in pairs) else [a - b if s.mode == "max" else b - a for a, b in pairs]
+    gap = None if gaps is None else sum(gaps) / len(gaps)
+    noise = max(gaps) - min(gaps) if gaps and len(gaps) > 1 else None
     if gap is None:
         verdict = "not measured: a trial failed"
     elif gap <= 0:
         verdict = ("tie" if gap == 0 else "opposite direction") + ": does not reproduce at this size"
-    elif noise is not None and gap <= noise:
+    elif noise is not None and (min(gaps) <= 0 or gap <= noise):
         verdict = "same direction, within run-to-run noise: does not reproduce at this size"
     else:
         verdict = "agrees"
-    return {"better": better, "worse": worse, "paper_gap": paper_gap, "sslab_gap": gap, "verdict": verdict}
+    return {"better": better, "worse": worse, "paper_gap": paper_gap, "sslab_gap": gap, "gap_by_seed": gaps,
+            "noise": noise, "verdict": verdict}
 
 
 def summary_of(c: dict) -> str:
@@ -249,7 +252,9 @@ def summary_of(c: dict) -> str:
     if c["noise"] is None:
         said.append("Run-to-run noise was not estimated (one seed per setting): a small gap may be noise.")
     else:
-        said.append(f"Run-to-run noise: {c['noise']:.4g}, the largest difference between two seeds of one setting.")
+        said.append(f"Run-to-run noise: each gap is measured on every seed (a seed trains both settings alike) "
+                    f"and must hold on each and exceed its spread across them; one setting's own value moves by "
+                    f"up to {c['noise']:.4g} between seeds ({len(c['seeds'])} seeds: a rough estimate).")
     return " ".join(said)
 
 
@@ -278,13 +283,16 @@ def tables(c: dict) -> tuple[list[str], list[list[str]], list[str], list[list[st
     body = []
     for r in c["settings"]:
         paper = [fmt(r["paper"].get(k), decimals=places(c["paper"], k)) for k in columns] or ["figure only"]
-        per_seed = [fmt(r["by_seed"].get(s)) for s in seeds] if len(seeds) > 1 else []
+        per_seed = [fmt(v) for v in r["by_seed"]] if len(seeds) > 1 else []
         body.append([r["label"], *paper, fmt(r["sslab"]), *per_seed])
     first = f"paper gap ({columns[0]})" if columns else "paper gap"
-    claim_head = ["direction the paper states", first, "sslab gap (+: as the paper)", "verdict"]
+    several = len(seeds) > 1
+    claim_head = ["direction the paper states", first, "sslab gap (+: as the paper)",
+                  *(["by seed", "spread"] if several else []), "verdict"]
     decimals = places(c["paper"], columns[0]) if columns else None
     claim_rows = [[f"{x['better']} > {x['worse']}", fmt(x["paper_gap"], True, decimals), fmt(x["sslab_gap"], True),
-                   x["verdict"]] for x in c["claims"]]
+                   *([" ".join(fmt(g, True) for g in x["gap_by_seed"] or []) or "—", fmt(x["noise"])] if several
+                     else []), x["verdict"]] for x in c["claims"]]
     return head, body, claim_head, claim_rows
 
 
