@@ -6,8 +6,8 @@ beats tau 1"). sslab trains every setting on the same seeds, each trial to its l
 under FIFO: nothing stopped early, nothing tuned, nothing picked), and sets each setting's
 fixed-protocol metric at its last evaluation, never the best of its curve, beside the paper's
 numbers. For every stated direction it says whether sslab agrees, and plainly where it does not
-reproduce at this size: the opposite direction, a tie, or (with several seeds) a gap no larger
-than the run-to-run noise. The comparison is printed, written as ``study.md`` and ``study.json``
+reproduce at this size: the opposite direction, a tie, or (with several seeds, which train
+every setting alike) a gap that does not hold on every seed or exceed its spread across them. The comparison is printed, written as ``study.md`` and ``study.json``
 in the search directory, and opens the search's report.
 """
 from __future__ import annotations

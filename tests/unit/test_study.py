@@ -172,10 +172,11 @@ def test_a_gap_that_flips_or_stays_within_its_spread_across_seeds_does_not_repro
 def test_a_tie_or_a_failed_trial_is_not_counted_as_reproduced():
     study = load_study("electra")  # generator 1/4 > generator 1 by probe_acc; a figure, no numbers
     tie = compare(study, "tiny", results([(0.25, 0, "FINISHED", 0.9), (1.0, 0, "FINISHED", 0.9)],
-                                         "objective.generator_fraction", "probe_acc"), 300)
+                                         "objective.generator_fraction", "probe_acc"), 300, seeds=[0])
     assert tie["claims"][0]["verdict"] == f"tie: {NOT_REPRODUCED}" and tie["claims"][0]["paper_gap"] is None
     assert "figure only" in text_of(tie)
-    failed = compare(study, "tiny", results([(0.25, 0, "ERROR", None), (1.0, 0, "FINISHED", 0.9)],
+    failed = compare(study, "tiny", results([(0.25, 0, "ERROR", None), (1.0, 0, "FINISHED", 0.9),
+                                             (0.25, 1, "FINISHED", 0.8), (1.0, 1, "FINISHED", 0.7)],
                                             "objective.generator_fraction", "probe_acc"), 300)
     assert failed["settings"][0]["sslab"] is None and failed["claims"][0]["verdict"].startswith("not measured")
     assert failed["summary"].startswith("0 of 1")
