@@ -86,10 +86,10 @@ class Study:
 
 
 def shipped_studies() -> list[Path]:
-    """The study files shipped in ``sslab.search_spaces/studies``."""
-    from sslab import search_spaces
+    """The study files shipped in ``sslab.search_spaces.studies``."""
+    from sslab.search_spaces import studies
 
-    return sorted(Path(str(search_spaces.path("x"))).parent.joinpath("studies").glob("*.yaml"))
+    return sorted(Path(str(studies.path("x"))).parent.glob("*.yaml"))
 
 
 def load_study(name: str | Path) -> Study:
