@@ -1,7 +1,7 @@
 """Studies (`sslab study`): every shipped one states its paper and runs as a valid search at each
 size, and the comparison says plainly which of the paper's directions reproduce and which do not.
 
-The runs themselves are in tests/integration/test_study.py."""
+The runs themselves are in tests/integration/test_study_runs.py."""
 from __future__ import annotations
 
 import tomllib
