@@ -47,20 +47,33 @@ def frame(vocab: Vocab, seq_len: int, *segments: tuple[np.ndarray, np.ndarray]) 
     """``[CLS] s1 [SEP] s2 [SEP] …`` as (rows, seq_len) int64 ids, right-padded with the pad id.
 
     Each segment is ``(ids, lengths)``: padded ids of shape (rows, width) and the real length
-    of each row. Vectorised: a stable sort moves every row's real tokens to its front.
+    of each row.
     """
+    return framed(seq_len, segments, vocab.cls_id, vocab.sep_id, vocab.pad_id).astype(np.int64)
+
+
+def frame_words(seq_len: int, *segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The segmenter's word marks (:data:`sslab.segment.COLUMN`) of the rows :func:`frame` builds
+    from segments of the same lengths: each segment's marks in place, False at the special tokens
+    and the padding."""
+    return framed(seq_len, segments, False, False, False).astype(bool)
+
+
+def framed(seq_len: int, segments, first, sep, pad) -> np.ndarray:
+    """``first s1 sep s2 sep …`` per row, right-padded with ``pad`` to ``seq_len``. Vectorised: a
+    stable sort moves every row's real values to its front."""
     n = len(segments[0][0])
     one = np.ones((n, 1), dtype=bool)
-    parts, real = [np.full((n, 1), vocab.cls_id)], [one]
+    parts, real = [np.full((n, 1), first)], [one]
     for ids, lengths in segments:
-        parts += [ids, np.full((n, 1), vocab.sep_id)]
+        parts += [ids, np.full((n, 1), sep)]
         real += [np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None], one]
-    ids, real = np.concatenate(parts, axis=1).astype(np.int64), np.concatenate(real, axis=1)
+    values, real = np.concatenate(parts, axis=1), np.concatenate(real, axis=1)
     order = np.argsort(~real, axis=1, kind="stable")
-    ids = np.where(np.take_along_axis(real, order, axis=1), np.take_along_axis(ids, order, axis=1), vocab.pad_id)
-    if ids.shape[1] < seq_len:
-        ids = np.pad(ids, ((0, 0), (0, seq_len - ids.shape[1])), constant_values=vocab.pad_id)
-    return ids[:, :seq_len]
+    values = np.where(np.take_along_axis(real, order, axis=1), np.take_along_axis(values, order, axis=1), pad)
+    if values.shape[1] < seq_len:
+        values = np.pad(values, ((0, 0), (0, seq_len - values.shape[1])), constant_values=pad)
+    return values[:, :seq_len]
 
 
 # ---------------------------------------------------------------- the interface
@@ -80,6 +93,9 @@ class Objective(abc.ABC):
     backbone: ClassVar[str]
     """The model family it trains (``encoder``, ``decoder``, ``electra``, ``t5``, ``bart``);
     only objectives with the same backbone can be mixed."""
+    masks_words: ClassVar[bool] = False
+    """Masks words (mlm, electra's generator): its rows carry ``tokenizer.word_segmenter``'s word
+    boundaries, :data:`sslab.segment.COLUMN`, when one is set."""
     tokenizer_kind: ClassVar[str] = "wordpiece"
     """The ``tokenizer.kind`` a run of it trains when its config names none."""
     aux_weight: ClassVar[float] = 1.0
@@ -144,8 +160,15 @@ class Objective(abc.ABC):
         """The encoder whose mean-pooled states the linear probe reads (None: no probe)."""
         return None
 
-    def export(self, model: torch.nn.Module, out_dir: str) -> None:
-        """Save the trained model in Hugging Face format."""
+    def sentence_pooling(self) -> str | None:
+        """How it pools the sentence vectors it trains (``mean`` or ``cls``: SimCSE's
+        ``objective.pooling``), which ``eval_sts_spearman`` scores as trained; None: it trains
+        none, and reports no STS score."""
+        return None
+
+    def export(self, model: torch.nn.Module, out_dir: str, seq_len: int | None = None) -> None:
+        """Save the trained model in Hugging Face format. ``seq_len``: the longest input the run
+        trained on (an encoder's sentence-transformers files cut inputs there)."""
         model.save_pretrained(out_dir)
 
 

@@ -19,6 +19,7 @@ from sslab import lazy, segment
 from sslab.config import EvalConfig, ModelConfig, ObjectiveConfig, require, require_fraction
 from sslab.errors import ConfigError
 from sslab.objectives.base import IGNORE, Batch, Objective, register
+from sslab.objectives.encoder import write_sentence_transformers
 from sslab.rng import RowRandom
 from sslab.masking import MaskSchedule, WordMasking, mask_tokens
 
@@ -106,6 +107,7 @@ class ELECTRA(Objective):
 
     name = "electra"
     unit = "packed"
+    masks_words = True
     backbone = "electra"
     Config = ELECTRAConfig
     metrics = ("eval_rtd_acc", "eval_rtd_loss", "eval_gen_loss", "eval_gen_acc", "probe_acc")
@@ -191,8 +193,10 @@ class ELECTRA(Objective):
     def encoder(self, model):
         return model.discriminator.electra
 
-    def export(self, model, out_dir):
-        """The discriminator (``ElectraForPreTraining``) in ``out_dir``, the generator
-        (``ElectraForMaskedLM``) in ``out_dir/generator``."""
+    def export(self, model, out_dir, seq_len=None):
+        """The discriminator (``ElectraForPreTraining``) in ``out_dir`` with the sentence-transformers
+        files (mean pooling, as the probe reads it), the generator (``ElectraForMaskedLM``) in
+        ``out_dir/generator``."""
         model.discriminator.save_pretrained(out_dir)
+        write_sentence_transformers(out_dir, model.discriminator.config, "mean", seq_len)
         model.generator.save_pretrained(str(Path(out_dir) / "generator"))

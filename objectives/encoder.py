@@ -9,19 +9,21 @@ Each of these objectives reads some (rows, T) id arrays of its batch through one
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import ModelConfig
-from sslab.objectives.base import Objective, frame, unwrap
+from sslab.objectives.base import Objective, frame, frame_words, unwrap
 from sslab.rng import RowRandom
 
 if TYPE_CHECKING:
     from torch import nn
+    from transformers import PretrainedConfig
 
     from sslab.models import Encoded, EncoderWithHeads
 
@@ -32,6 +34,10 @@ transformers = lazy.module("transformers")
 models = lazy.module("sslab.models")
 
 HEADS_FILE = "heads.pt"  # the small heads (NSP/SOP classifiers) next to the exported encoder
+
+# The module classes sentence-transformers 6 names in the modules.json it saves.
+ST_TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
+ST_POOLING = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
 
 
 def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padded: bool,
@@ -60,6 +66,32 @@ def build_encoder(model_cfg: ModelConfig, vocab, lm_head: bool, make_heads, padd
         extra = {} if model_cfg.arch == "modernbert" else {"add_pooling_layer": False}
         lm = transformers.AutoModel.from_config(config, **extra)
     return models.EncoderWithHeads(lm, make_heads(config.hidden_size), vocab.pad_id, padded)
+
+
+def write_sentence_transformers(out_dir: str, config: PretrainedConfig, pooling: str,
+                                seq_len: int | None = None) -> None:
+    """The sentence-transformers files beside an exported encoder, so that
+    ``SentenceTransformer(out_dir)`` loads it and pools as the run did, offline.
+
+    Written by hand (an export needs no sentence-transformers), as sentence-transformers 6 saves
+    them: the model at the root, then ``1_Pooling`` with ``pooling`` (``mean`` over real tokens or
+    the ``cls`` token's state). Inputs are cut at ``seq_len`` tokens, the longest the run trained
+    on (unset: the model's positions). No Normalize module: the vectors are the pooled states the
+    run trained on and the linear probe reads; cosine similarity, the default, ignores their length.
+    """
+    if seq_len is None:  # RoBERTa keeps pad_id + 1 positions for its offset
+        seq_len = config.max_position_embeddings - (config.pad_token_id + 1 if config.model_type == "roberta" else 0)
+    files = {
+        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
+                         {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING}],
+        "sentence_bert_config.json": {"max_seq_length": seq_len, "do_lower_case": False},
+        "config_sentence_transformers.json": {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine"},
+        "1_Pooling/config.json": {"embedding_dimension": config.hidden_size, "pooling_mode": pooling,
+                                  "include_prompt": True},
+    }
+    (Path(out_dir) / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (Path(out_dir) / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
 def pair_head(hidden: int) -> nn.Module:
@@ -139,12 +171,32 @@ class EncoderObjective(Objective):
     def encoder(self, model):
         return unwrap(model).lm.base_model
 
-    def export(self, model, out_dir: str) -> None:
-        """The encoder in Hugging Face format (``AutoModel`` loads it), heads in ``heads.pt``."""
+    @property
+    def pooling(self) -> str:
+        """How the export pools a sentence vector: the mean over real tokens, as the linear probe
+        reads it, unless the objective trains sentence vectors of its own (simcse)."""
+        return "mean"
+
+    def export(self, model, out_dir: str, seq_len: int | None = None) -> None:
+        """The encoder in Hugging Face format (``AutoModel`` loads it), heads in ``heads.pt``, and
+        the sentence-transformers files (``SentenceTransformer`` loads it, pooling by :attr:`pooling`)."""
         net = unwrap(model)
         net.lm.save_pretrained(out_dir)
         if len(net.heads):
             torch.save({k: h.state_dict() for k, h in net.heads.items()}, Path(out_dir) / HEADS_FILE)
+        write_sentence_transformers(out_dir, net.lm.config, self.pooling, seq_len)
+
+
+Pick = tuple[np.ndarray, np.ndarray]
+"""One segment of each pair: per row, whether it is a row's ``b`` (else its ``a``), and which row's."""
+
+
+def take(batch: dict, pick: Pick, words: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The segments ``pick`` names, ``(values, lengths)``: their ids, or with ``words`` their
+    segmenter's word marks (:func:`sslab.segment.pair_column`)."""
+    from_b, row = pick
+    a, b = (batch[segment.pair_column(side) if words else side][row] for side in ("a", "b"))
+    return np.where(from_b[:, None], b, a), np.where(from_b, batch["b_len"][row], batch["a_len"][row])
 
 
 class PairObjective(EncoderObjective):
@@ -153,14 +205,18 @@ class PairObjective(EncoderObjective):
     unit = "pairs"
     builds_input = True
 
-    def pair(self, batch: dict, rng: RowRandom) -> tuple[tuple, tuple, np.ndarray]:
-        """The first and second segments, each ``(ids, lengths)``, and the 0/1 label per row."""
+    def pair(self, batch: dict, rng: RowRandom) -> tuple[Pick, Pick, np.ndarray]:
+        """Which segment goes first and which second (each a :data:`Pick`), and the 0/1 label per row."""
         raise NotImplementedError
 
     def transform(self, batch, rng):
         first, second, label = self.pair(batch, rng)
         width = 2 * batch["a"].shape[1] + 3
-        return {"input_ids": frame(self.vocab, width, first, second), f"{self.name}_label": label.astype(np.int64)}
+        out = {"input_ids": frame(self.vocab, width, take(batch, first), take(batch, second)),
+               f"{self.name}_label": label.astype(np.int64)}
+        if segment.pair_column("a") in batch:  # a segmenter's word marks, for the mlm part of a mixture
+            out[segment.COLUMN] = frame_words(width, take(batch, first, words=True), take(batch, second, words=True))
+        return out
 
     def eval_transform(self, batch, rng, protocol):
         return self.transform(batch, rng)  # no knobs: the protocol is the task itself

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 from typing import ClassVar
 
+from sslab import segment
 from sslab.config import ObjectiveConfig, require
 from sslab.errors import ConfigError
 from sslab.objectives.base import Objective, get, unwrap
@@ -74,7 +75,7 @@ def compose(name: str) -> type[Objective]:
     builders_first = sorted(parts, key=lambda p: not p.builds_input)
     recipe = FAMOUS.get(name)
     attrs = dict(
-        name=name, unit=unit, backbone="encoder",
+        name=name, unit=unit, backbone="encoder", masks_words=any(p.masks_words for p in parts),
         eval_unit=next((p.eval_unit for p in parts if p.builds_input), None), parts=tuple(builders_first), Config=mixture_config(name, parts),
         metrics=tuple(dict.fromkeys(m for p in parts for m in p.metrics)),
         baselines={b: m for p in parts for b, m in p.baselines.items()},
@@ -101,6 +102,7 @@ class Mixture(Objective):
             produced = getattr(part, method)(work, rng.fork(i), *args)  # independent draws per part
             work.update(produced)
             out.update(produced)
+        out.pop(segment.COLUMN, None)  # the word marks of the input the builder framed: for the mlm part only
         return out
 
     def transform(self, batch, rng):
@@ -153,5 +155,9 @@ class Mixture(Objective):
     def encoder(self, model):
         return self.members[0].encoder(model)
 
-    def export(self, model, out_dir):
-        self.members[0].export(model, out_dir)
+    def sentence_pooling(self):
+        return next((p.sentence_pooling() for p in self.members if p.sentence_pooling()), None)
+
+    def export(self, model, out_dir, seq_len=None):
+        # The first part builds the input (simcse's sentences, nsp's pairs), so its pooling is the run's.
+        self.members[0].export(model, out_dir, seq_len)

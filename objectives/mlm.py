@@ -72,6 +72,7 @@ class MLM(EncoderObjective):
 
     name = "mlm"
     unit = "packed"
+    masks_words = True
     units = ("pairs", "sentences")  # in a mixture it masks the input nsp, sop or simcse builds
     Config = MLMConfig
     metrics = ("eval_mlm_loss", "eval_mlm_acc", "eval_unigram_acc", "probe_acc")

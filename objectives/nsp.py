@@ -30,11 +30,10 @@ class NSP(PairObjective):
     paper = "BERT (Devlin et al. 2019)"
 
     def pair(self, batch, rng):
-        a, a_len, b, b_len, doc = batch["a"], batch["a_len"], batch["b"], batch["b_len"], batch["doc"]
-        n = len(a)
+        doc, n = batch["doc"], len(batch["a"])
+        rows = np.arange(n)
         # The random segment is another row's B, never one of the same document: a segment of the
         # same text could well be on topic or even the true successor.
-        other = (np.arange(n) + rng.integers(1, max(n, 2), 1, stream=1)[:, 0]) % n
+        other = (rows + rng.integers(1, max(n, 2), 1, stream=1)[:, 0]) % n
         random = (rng.uniform(1, stream=0)[:, 0] < RANDOM_SHARE) & (doc[other] != doc)
-        second = (np.where(random[:, None], b[other], b), np.where(random, b_len[other], b_len))
-        return (a, a_len), second, random
+        return (np.zeros(n, dtype=bool), rows), (np.ones(n, dtype=bool), np.where(random, other, rows)), random

@@ -10,9 +10,9 @@ from typing import Literal
 
 import numpy as np
 
-from sslab import lazy
+from sslab import lazy, segment
 from sslab.config import ObjectiveConfig, require
-from sslab.objectives.base import frame, register
+from sslab.objectives.base import frame, frame_words, register
 from sslab.objectives.encoder import EncoderObjective
 
 # The model side's modules, imported on first use: Ray Data's processes run transform() without them.
@@ -20,6 +20,7 @@ torch = lazy.module("torch")
 dist = lazy.module("torch.distributed")
 F = lazy.module("torch.nn.functional")
 models = lazy.module("sslab.models")
+sts = lazy.module("sslab.sts")
 
 RETRIEVAL_POOL = 16  # candidates per retrieval query at evaluation (chance: 1/16)
 
@@ -50,9 +51,10 @@ class SimCSE(EncoderObjective):
     name = "simcse"
     unit = "sentences"
     Config = SimCSEConfig
-    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "probe_acc")
+    metrics = ("eval_align", "eval_uniform", "eval_retrieval_acc", "eval_retrieval_chance", "eval_sts_spearman",
+               "probe_acc")
     baselines = {"eval_retrieval_chance": "eval_retrieval_acc"}
-    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020)"
+    paper = "SimCSE (Gao et al. 2021); alignment and uniformity (Wang & Isola 2020); STS (Cer et al. 2017)"
     builds_input = True
     encoder_inputs = ("view", "view")  # the same ids twice: two dropout masks
     eval_unit = "halves"  # retrieval: find a document's second half from its first, among 16
@@ -61,7 +63,10 @@ class SimCSE(EncoderObjective):
 
     def transform(self, batch, rng):
         view = self.sentence(batch["a"], batch["a_len"])
-        return {"view": view, "input_ids": view.copy()}  # input_ids: what an MLM part may mask
+        out = {"view": view, "input_ids": view.copy()}  # input_ids: what an MLM part may mask
+        if segment.pair_column("a") in batch:  # a segmenter's word marks, for that MLM part
+            out[segment.COLUMN] = frame_words(view.shape[1], (batch[segment.pair_column("a")], batch["a_len"]))
+        return out
 
     def eval_transform(self, batch, rng, protocol):
         keep = batch["b_len"] > 0  # a one-sentence document has no second half
@@ -72,14 +77,20 @@ class SimCSE(EncoderObjective):
     def sentence(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return frame(self.vocab, ids.shape[1] + 2, (ids, lengths))
 
+    @property
+    def pooling(self) -> str:
+        return self.cfg.pooling
+
+    def sentence_pooling(self) -> str:
+        return self.cfg.pooling
+
+    def pool(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Sentence vectors by ``objective.pooling``: what ``SentenceTransformer`` on the export returns."""
+        return sts.pooled(hidden, ids != self.vocab.pad_id, self.cfg.pooling)
+
     def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Unit-length sentence vectors (float32) by ``objective.pooling``."""
-        if self.cfg.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            real = (ids != self.vocab.pad_id).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
-        return F.normalize(pooled.float(), dim=-1)
+        """Unit-length sentence vectors (float32): :meth:`pool`, normalised."""
+        return F.normalize(self.pool(hidden, ids).float(), dim=-1)
 
     def part_loss(self, net, outs, batch):
         z1, z2 = (self.embed(o.hidden, batch["view"]) for o in outs)

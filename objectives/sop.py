@@ -34,8 +34,6 @@ class SOP(PairObjective):
     paper = "ALBERT (Lan et al. 2020)"
 
     def pair(self, batch, rng):
-        a, a_len, b, b_len = batch["a"], batch["a_len"], batch["b"], batch["b_len"]
+        rows = np.arange(len(batch["a"]))
         swap = rng.uniform(1, stream=0)[:, 0] < SWAP_SHARE
-        first = (np.where(swap[:, None], b, a), np.where(swap, b_len, a_len))
-        second = (np.where(swap[:, None], a, b), np.where(swap, a_len, b_len))
-        return first, second, swap
+        return (swap, rows), (~swap, rows), swap

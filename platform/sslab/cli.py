@@ -310,6 +310,7 @@ EVAL_EXAMPLES = """examples:
   sslab eval runs/demo/best/model --data reviews.jsonl --label-field sentiment
   sslab eval runs/a/model --data labelled.csv --no-finetune          (linear probe only)
   sslab eval runs/gpt/model --perplexity data/heldout/               (a decoder: perplexity)
+  sslab eval runs/sim/model --sts sts-dev.tsv                        (sentence similarity, STS-B style)
 """
 
 
@@ -339,7 +340,8 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="downstream evaluation of an exported model", epilog=EVAL_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Classification on a labelled file (linear probe and full fine-tuning; accuracy "
-                                   "and macro-F1 on a held-out split), or perplexity of a decoder on a corpus.")
+                                   "and macro-F1 on a held-out split), perplexity of a decoder on a corpus, or "
+                                   "sentence similarity (Spearman's rho of cosines with graded pairs' scores).")
     p.add_argument("model_dir", help="an exported model directory (a run's model/, a search's best/model)")
     p.add_argument("--data", help="labelled .jsonl, .csv or .parquet")
     p.add_argument("--text-field", default="text", help="text column of --data (default: text)")
@@ -351,6 +353,10 @@ def add_eval(sub) -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per example (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="split and fine-tuning seed (default: 0)")
     p.add_argument("--perplexity", metavar="CORPUS", help="a decoder's perplexity on a text file, folder or .jsonl")
+    p.add_argument("--sts", metavar="FILE", help="graded sentence pairs (.tsv, .csv, .jsonl: columns sentence1, "
+                                                 "sentence2, score): Spearman of cosines with the scores")
+    p.add_argument("--pooling", choices=("mean", "cls"), help="sentence vectors for --sts (default: as the model "
+                                                              "directory records, else mean)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -360,8 +366,9 @@ def cmd_eval(args) -> int:
     from sslab import downstream
     from sslab.errors import ConfigError
 
-    if not (args.data or args.perplexity):
-        raise ConfigError("sslab eval needs --data FILE (classification) or --perplexity CORPUS (decoders)")
+    if not (args.data or args.perplexity or args.sts):
+        raise ConfigError("sslab eval needs --data FILE (classification), --perplexity CORPUS (decoders) or "
+                          "--sts FILE (sentence similarity)")
     result = {}
     if args.data:
         result.update(downstream.classify(args.model_dir, args.data, text_field=args.text_field,
@@ -370,6 +377,8 @@ def cmd_eval(args) -> int:
                                           max_length=args.max_length, seed=args.seed))
     if args.perplexity:
         result.update(downstream.perplexity(args.model_dir, args.perplexity, max_length=args.max_length))
+    if args.sts:
+        result.update(downstream.similarity(args.model_dir, args.sts, pooling=args.pooling, max_length=args.max_length))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -377,8 +386,10 @@ def cmd_eval(args) -> int:
     for k, v in result.items():
         if isinstance(v, float):
             print(f"  {k:<18} {v:.4f}")
-        elif k in ("n_train", "n_test", "tokens"):
+        elif k in ("n_train", "n_test", "tokens", "sts_pairs"):
             print(f"  {k:<18} {v:,}")
+        elif k == "sts_pooling":
+            print(f"  {k:<18} {v}")
     return 0
 
 

@@ -286,6 +286,14 @@ class EvalConfig:
     """Validation blocks scored per evaluation (all workers together)."""
     probe_docs: int = 1000
     """Labelled validation documents for the linear probe (0 disables it)."""
+    sts_data: str | None = None
+    """Graded sentence pairs for ``eval_sts_spearman`` (objectives that train sentence vectors:
+    simcse and its mixtures): a ``.tsv`` (STS-B's own), ``.csv``, ``.jsonl`` or ``.parquet`` file
+    with columns ``sentence1``, ``sentence2`` and ``score``. Checked here and kept as an absolute
+    path. Unset: the synthetic corpus's own pairs, and no STS score on another corpus."""
+    sts_pairs: int = 400
+    """Pairs scored at each evaluation: the synthetic pairs made, or at most this many of
+    ``sts_data``'s (a sample fixed by ``eval.seed``); 0 disables the STS score."""
 
     def __post_init__(self):
         require_fraction("eval.mask_ratio", self.mask_ratio)
@@ -293,6 +301,13 @@ class EvalConfig:
         require(self.max_blocks >= 1, "eval.max_blocks", self.max_blocks, "an integer >= 1")
         require(self.probe_docs >= 0, "eval.probe_docs", self.probe_docs, "an integer >= 0")
         require(self.seed >= 0, "eval.seed", self.seed, "an integer >= 0")
+        require(self.sts_pairs >= 0, "eval.sts_pairs", self.sts_pairs, "an integer >= 0")
+        if self.sts_data is not None:
+            from sslab import sts  # late: pandas, for a run that names a file
+
+            # Absolute: a Ray worker or a trial in another directory reads the same file.
+            self.sts_data = str(Path(self.sts_data).expanduser().resolve())
+            sts.read_pairs(self.sts_data, "eval.sts_data")  # a bad file fails here, before Ray
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -1,18 +1,20 @@
 """Downstream evaluation of an exported model (``run_dir/model``): the ``sslab eval`` backend.
 
-Two questions a pretrained model has to answer after training:
+Three questions a pretrained model has to answer after training:
 
 - :func:`classify`: how well does it serve a labelled text-classification task? A linear probe on
   its frozen, mean-pooled states, and full fine-tuning of a classification head, both on the same
   stratified held-out split, so the two numbers compare.
 - :func:`perplexity`: how well does a decoder (``clm``) predict held-out text?
+- :func:`similarity`: how well do its sentence vectors order graded sentence pairs (STS)?
 
-Both read the model and its tokenizer from one local Hugging Face directory (never the network),
+All read the model and its tokenizer from one local Hugging Face directory (never the network),
 so they work on any model ``transformers`` loads, not only sslab's own exports.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 from pathlib import Path
@@ -29,9 +31,10 @@ from sklearn.preprocessing import StandardScaler
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
                           AutoTokenizer, get_linear_schedule_with_warmup)
 
+from sslab import sts
 from sslab.errors import ConfigError
+from sslab.tables import READERS, kind_of, read_table
 
-READERS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MIN_ROWS = 4  # fewer cannot give both sides of a split two labels
 WARMUP = 0.1  # share of fine-tuning steps spent warming up the learning rate
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")  # the architectures that predict the next token
@@ -43,35 +46,15 @@ CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")  # the architectures that predi
 def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label") -> pd.DataFrame:
     """Read a labelled table into a DataFrame with string columns ``text`` and ``label``.
 
-    ``path`` is a ``.jsonl``/``.json`` (JSON Lines; a ``.json`` array also works), ``.csv`` or
-    ``.parquet`` file; ``text_field`` and ``label_field`` name its columns. Rows with an empty or
+    ``path`` is a ``.jsonl``/``.json`` (JSON Lines; a ``.json`` array also works), ``.csv``,
+    ``.tsv`` or ``.parquet`` file; ``text_field`` and ``label_field`` name its columns. Rows with an empty or
     missing text or label are dropped. Raises :class:`~sslab.errors.ConfigError`, naming the file,
     when the file is missing or unreadable, a column is absent (the message lists the columns
     there are), fewer than two labels or four rows remain, or a label has a single example (a
     stratified split needs two of each).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"labelled data {str(path)!r} does not exist (or is not a file)")
-    kind = READERS.get(path.suffix.lower())
-    if kind is None:
-        raise ConfigError(f"labelled data {str(path)!r} has an unsupported extension {path.suffix!r}; "
-                          f"use one of {', '.join(READERS)}")
-    return labelled_frame(_read_table(path, kind), text_field, label_field, source=str(path))
-
-
-def _read_table(path: Path, kind: str) -> pd.DataFrame:
-    try:
-        if kind == "csv":
-            return pd.read_csv(path, dtype=str)  # labels stay as written ("01" is not 1)
-        if kind == "parquet":
-            return pd.read_parquet(path)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            array = f.read(256).lstrip().startswith("[")  # a .json holding one array of records
-        return pd.read_json(path, lines=not array)
-    except Exception as e:  # pandas and pyarrow raise many kinds for a malformed file
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{str(path)!r} could not be read as {kind}: {first}") from None
+    kind = kind_of(path, "labelled data")
+    return labelled_frame(read_table(path, kind), text_field, label_field, source=str(path))
 
 
 def labelled_frame(frame: pd.DataFrame, text_field: str = "text", label_field: str = "label",
@@ -373,7 +356,7 @@ def read_eval_texts(corpus: str | Path, max_docs: int | None = None) -> list[str
 
 
 def _table_texts(path: Path) -> list:
-    frame = _read_table(path, READERS[path.suffix.lower()])
+    frame = read_table(path, READERS[path.suffix.lower()])
     if "text" not in frame.columns:
         raise ConfigError(f"corpus {str(path)!r} has no 'text' column (its columns: "
                           f"{', '.join(map(str, frame.columns)) or 'none'})")
@@ -406,3 +389,64 @@ def block_nll(model, blocks: list[list[int]], pad_id: int, device) -> tuple[floa
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
     return float(nll), int(mask[:, 1:].sum())
+
+
+# ---------------------------------------------------------------- sentence similarity
+
+
+def similarity(model_dir: str | Path, data, *, pooling: str | None = None, max_length: int = 128,
+               device=None) -> dict:
+    """How well the sentence vectors of the model in ``model_dir`` order graded sentence pairs.
+
+    ``data`` is a file of pairs (:func:`sslab.sts.read_pairs`: columns ``sentence1``,
+    ``sentence2``, ``score``; STS-B's TSV as it comes) or a DataFrame with those columns. Each
+    sentence, cut at ``max_length`` tokens, is pooled from the last hidden states by ``pooling``:
+    ``mean`` or ``cls``; None: as the directory records its model was trained (a
+    sentence-transformers ``1_Pooling/config.json``), else ``mean``. Returns ``sts_spearman`` (the
+    Spearman correlation of the pairs' cosine similarities with their scores), ``sts_pairs``,
+    ``sts_pooling`` and ``model_dir``. Raises :class:`~sslab.errors.ConfigError` naming the bad
+    file, column or row, or a pooling it cannot apply.
+    """
+    if pooling is not None and pooling not in sts.POOLINGS:
+        raise ConfigError(f"pooling={pooling!r} must be one of {', '.join(sts.POOLINGS)}")
+    frame = sts.pairs_frame(data) if isinstance(data, pd.DataFrame) else sts.read_pairs(data)
+    config = load_config(model_dir)
+    check_length(config, max_length, model_dir)
+    pooling = pooling or recorded_pooling(model_dir) or "mean"
+    pairs = sts.encode(frame, load_tokenizer(model_dir, max_length), max_length,
+                       "the DataFrame" if isinstance(data, pd.DataFrame) else str(data))
+    dev = pick_device(device)
+    score = sts.score(load_encoder(model_dir, config, dev), pairs, pooling, dev)
+    return {"sts_spearman": score, "sts_pairs": len(pairs), "sts_pooling": pooling, "model_dir": str(model_dir)}
+
+
+POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+"""sentence-transformers' pooling flags that :func:`similarity` applies, and its names for them."""
+
+
+def recorded_pooling(model_dir: str | Path) -> str | None:
+    """The pooling a sentence-transformers export in ``model_dir`` records (its Pooling module's
+    ``config.json``, in the folder ``modules.json`` names, ``1_Pooling`` by convention): ``cls``
+    or ``mean``, or None when it records none. A pooling sslab does not apply (max, a
+    concatenation) is a ConfigError that says to choose one."""
+    root = Path(model_dir)
+    folder = "1_Pooling"
+    if (root / "modules.json").is_file():
+        try:
+            modules = json.loads((root / "modules.json").read_text())
+            folder = next((m["path"] for m in modules if str(m.get("type", "")).endswith("Pooling")), folder)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass  # not sentence-transformers' layout: look in the conventional folder
+    path = root / folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        flags = json.loads(path.read_text())
+        modes = [k for k, v in flags.items() if k.startswith("pooling_mode_") and v is True]
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"{str(path)!r} is not a sentence-transformers pooling config ({e}); "
+                          f"pass the pooling (--pooling mean or cls)") from None
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        raise ConfigError(f"{str(path)!r} pools by {' + '.join(modes) or 'nothing'}; sslab scores "
+                          f"{' or '.join(POOLING_MODES.values())}: pass the pooling to use (--pooling mean or cls)")
+    return POOLING_MODES[modes[0]]

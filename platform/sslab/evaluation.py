@@ -2,7 +2,8 @@
 
 Every worker scores its split of the validation blocks (masked by the fixed protocol, the same
 masks in every run); the additive sums are all-reduced, so the metric does not depend on the
-number of workers. Rank 0 then fits the linear probe on frozen, mean-pooled encoder states.
+number of workers. Rank 0 then fits the linear probe on frozen, mean-pooled encoder states and,
+for an objective that trains sentence vectors, scores graded sentence pairs (:mod:`sslab.sts`).
 """
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import ray.train
 import torch
 import torch.distributed as dist
 
+from sslab import sts
 from sslab.objectives.base import unwrap
 
 PROBE_BATCH = 64
 
 
 @torch.no_grad()
-def evaluate(model, objective, val_shard, probe: dict | None, cfg, device: torch.device) -> dict[str, float]:
-    """The objective's fixed-protocol metrics on ``device``, plus ``probe_acc`` when a probe set is given."""
+def evaluate(model, objective, val_shard, probe: dict | None, pairs: sts.StsSet | None, cfg,
+             device: torch.device) -> dict[str, float]:
+    """The objective's fixed-protocol metrics on ``device``, plus ``probe_acc`` when a probe set
+    is given and ``eval_sts_spearman`` when STS ``pairs`` are (pooled as the objective trains)."""
     net = unwrap(model)
     net.eval()
     sums: dict[str, torch.Tensor] = {}
@@ -30,8 +34,12 @@ def evaluate(model, objective, val_shard, probe: dict | None, cfg, device: torch
             dist.all_reduce(v)
     metrics = objective.eval_metrics({k: v.cpu().numpy() for k, v in sums.items()})
     encoder = objective.encoder(net)
-    if probe and encoder is not None and ray.train.get_context().get_world_rank() == 0:
+    if encoder is None or ray.train.get_context().get_world_rank() != 0:
+        return metrics
+    if probe:
         metrics["probe_acc"] = linear_probe(encoder, probe, device)
+    if pairs is not None and objective.sentence_pooling():
+        metrics["eval_sts_spearman"] = sts.score(encoder, pairs, objective.sentence_pooling(), device)
     return metrics
 
 

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from sslab import lazy, segment
 from sslab.config import Config, EvalConfig
-from sslab.objectives.base import Objective
+from sslab.objectives.base import Objective, get
 from sslab.rng import RowRandom, splitmix64
 from sslab.sentences import split_sentences
 
@@ -46,7 +46,7 @@ class Tokenize:
                  unit: str = "packed", word_segmenter: str | None = None, sentence_split: str = "auto"):
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.seq_len, self.cls_id, self.sep_id, self.pad_id, self.unit = seq_len, cls_id, sep_id, pad_id, unit
-        self.segment = segment.load(word_segmenter) if word_segmenter and unit == "packed" else None
+        self.segment = segment.load(word_segmenter) if word_segmenter else None
         self.sentence_split = sentence_split
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -59,13 +59,26 @@ class Tokenize:
             encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
             return pack([e.ids for e in encodings], self.seq_len, self.cls_id, self.sep_id)
         sentences = [split_sentences(t, self.sentence_split) for t in texts]
-        flat = self.tokenizer.encode_batch_fast([s for doc in sentences for s in doc], add_special_tokens=False)
+        flat_texts = [s for doc in sentences for s in doc]
+        marks = None
+        if self.segment:
+            flat = self.tokenizer.encode_batch(flat_texts, add_special_tokens=False)
+            marks = [m.tolist() for m in segment.mark_words(self.segment, flat_texts, flat)]
+        else:
+            flat = self.tokenizer.encode_batch_fast(flat_texts, add_special_tokens=False)
         ends = np.cumsum([len(doc) for doc in sentences])
         docs = [[e.ids for e in flat[end - len(doc): end]] for doc, end in zip(sentences, ends)]
+        words = None if marks is None else [marks[end - len(doc): end] for doc, end in zip(sentences, ends)]
         seg_len = segment_length(self.unit, self.seq_len)
         if self.unit == "halves":  # each document's first and second half: retrieval pairs
-            docs = [[sum(d[:len(d) // 2], []), sum(d[len(d) // 2:], [])] for d in docs]
-        return segment_pairs(docs, seg_len, self.pad_id, last_alone=self.unit == "sentences")
+            docs = halves(docs)
+            words = None if words is None else halves(words)
+        return segment_pairs(docs, seg_len, self.pad_id, last_alone=self.unit == "sentences", continues=words)
+
+
+def halves(docs: list[list[list]]) -> list[list[list]]:
+    """Each document's sentences joined into its first and its second half."""
+    return [[sum(d[:len(d) // 2], []), sum(d[len(d) // 2:], [])] for d in docs]
 
 
 def segment_length(unit: str, seq_len: int) -> int:
@@ -94,32 +107,43 @@ def chunks(sentences: list[list[int]], seg_len: int, merge: bool = True) -> list
     return out + [current]
 
 
-def segment_pairs(docs: list[list[list[int]]], seg_len: int, pad_id: int, last_alone: bool = False) -> pa.Table:
+def segment_pairs(docs: list[list[list[int]]], seg_len: int, pad_id: int, last_alone: bool = False,
+                  continues: list[list[list[bool]]] | None = None) -> pa.Table:
     """Rows of (segment ``a``, the next segment ``b`` of the same document), padded to ``seg_len``.
 
     Pairs (``last_alone`` off) group sentences into segments that fill ``seg_len``, as BERT
     does. Sentences (``last_alone`` on) keep one sentence per segment, as SimCSE trains on,
     and a document's last sentence (or only one) is a row too, with an empty ``b``. ``doc``
-    identifies the document (NSP must not draw its "random" segment from it).
+    identifies the document (NSP must not draw its "random" segment from it). ``continues``
+    (per document, sentence and token: it continues a segmenter's word) is cut the same way into
+    the columns :func:`sslab.segment.pair_column` names for ``a`` and ``b``.
     """
-    a, b, doc = [], [], []
-    for sentences in docs:
+    a, b, doc, words = [], [], [], {"a": [], "b": []}
+    for i, sentences in enumerate(docs):
         segs = chunks(sentences, seg_len, merge=not last_alone)
         n = len(segs) if last_alone else len(segs) - 1
         a += segs[:n]
         b += (segs[1:] + [[]])[:n]
         doc += [hash_ids(segs[0])] * max(n, 0)
+        if continues is not None:  # chunks cuts by lengths alone: the marks are cut as the ids are
+            marks = chunks(continues[i], seg_len, merge=not last_alone)
+            words["a"] += marks[:n]
+            words["b"] += (marks[1:] + [[]])[:n]
     a_ids, a_len = padded(a, seg_len, pad_id)
     b_ids, b_len = padded(b, seg_len, pad_id)
     row_id = content_hash(np.concatenate([a_ids, b_ids], axis=1)) if a else np.zeros(0, dtype=np.uint64)
-    return pa.table({"a": ArrowTensorArray.from_numpy(a_ids), "a_len": pa.array(a_len),
-                     "b": ArrowTensorArray.from_numpy(b_ids), "b_len": pa.array(b_len),
-                     "doc": pa.array(np.asarray(doc, dtype=np.uint64)), "row_id": pa.array(row_id)})
+    columns = {"a": ArrowTensorArray.from_numpy(a_ids), "a_len": pa.array(a_len),
+               "b": ArrowTensorArray.from_numpy(b_ids), "b_len": pa.array(b_len),
+               "doc": pa.array(np.asarray(doc, dtype=np.uint64)), "row_id": pa.array(row_id)}
+    if continues is not None:
+        for side, marks in words.items():
+            columns[segment.pair_column(side)] = ArrowTensorArray.from_numpy(padded(marks, seg_len, False, bool)[0])
+    return pa.table(columns)
 
 
-def padded(seqs: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, width) int32 ids padded with ``pad_id``, and each row's length."""
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int32)
+def padded(seqs: list[list[int]], width: int, pad_id, dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, width) ids (int32, or ``dtype``) padded with ``pad_id``, and each row's length."""
+    ids = np.full((len(seqs), width), pad_id, dtype=dtype)
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs))
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = s
@@ -177,20 +201,21 @@ def content_hash(blocks: np.ndarray) -> np.ndarray:
 
 
 def tokenize(docs: ray.data.Dataset, tokenizer_json: str, cfg: Config, vocab, unit: str = "packed") -> ray.data.Dataset:
-    """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``;
-    packed blocks with ``tokenizer.word_segmenter``'s word boundaries too); sentences end where
-    ``cfg.corpus.sentence_split`` says."""
+    """Documents → rows of the objective's ``unit`` (packed blocks or segment pairs, with ``row_id``,
+    and ``tokenizer.word_segmenter``'s word boundaries when the objective masks words); sentences
+    end where ``cfg.corpus.sentence_split`` says."""
     return docs.map_batches(
         tokenize_batch, fn_kwargs=dict(tokenizer_json=tokenizer_json, seq_len=cfg.train.seq_len, cls_id=vocab.cls_id,
                                        sep_id=vocab.sep_id, pad_id=vocab.pad_id, unit=unit,
-                                       word_segmenter=segmenter_of(cfg, unit),
+                                       word_segmenter=segmenter_of(cfg),
                                        sentence_split=cfg.corpus.sentence_split),
         batch_size=TOKENIZE_BATCH, batch_format="numpy", zero_copy_batch=True)
 
 
-def segmenter_of(cfg: Config, unit: str) -> str | None:
-    """The word segmenter whose boundaries rows of ``unit`` carry (packed blocks only), or None."""
-    return cfg.tokenizer.word_segmenter if unit == "packed" else None
+def segmenter_of(cfg: Config) -> str | None:
+    """The word segmenter whose boundaries the rows carry: ``tokenizer.word_segmenter`` when the
+    objective masks words (mlm, electra, a mixture with mlm), else None (nothing would read them)."""
+    return cfg.tokenizer.word_segmenter if get(cfg.objective.name).masks_words else None
 
 
 def tokenize_batch(batch: dict[str, np.ndarray], **kwargs) -> pa.Table:

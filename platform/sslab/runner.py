@@ -27,7 +27,7 @@ import ray.train
 from ray.data.expressions import col
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from sslab import cluster, corpus, evaluation, pipeline, prepared, progress, runs, segment, tracking
+from sslab import cluster, corpus, evaluation, pipeline, prepared, progress, runs, segment, sts, tracking
 from sslab import tokenizer as tokenizers_mod
 from sslab.checkpoint import read_state
 from sslab.config import Config, build, load, merge, parse_overrides
@@ -140,7 +140,7 @@ class Prepared:
     """Stage 2: everything a run trains from, found in the data cache or written there once.
 
     The corpus's tokenizer and vocabulary, the objective over them, the prepared rows (counts
-    from their manifest, never from a pass), the fixed evaluation and probe sets and the
+    from their manifest, never from a pass), the fixed evaluation, probe and STS sets and the
     objectives registered outside sslab. What :func:`train` takes; what ``sslab prepare`` prints."""
 
     config: Config = field(repr=False)
@@ -171,6 +171,12 @@ class Prepared:
     def probe(self) -> dict | None:
         """The linear probe's labelled blocks, or None (``eval.probe_docs=0``), made when first asked."""
         return load_probe(self.config, self.entry, self.tokenizer)
+
+    @functools.cached_property
+    def sts(self) -> sts.StsSet | None:
+        """The graded sentence pairs ``eval_sts_spearman`` scores, made when first asked; None for
+        an objective that trains no sentence vectors, or without pairs (:func:`sslab.sts.of_run`)."""
+        return sts.of_run(self.config, self.tokenizer) if self.objective.sentence_pooling() else None
 
     @property
     def key(self) -> str:
@@ -249,7 +255,7 @@ def _prepare(cfg: Config, workdir: Path, files: corpus.CorpusFiles | None) -> Pr
     objective.check_seq_len(cfg.train.seq_len, cfg.eval)
     tok_json = tok.backend_tokenizer.to_str()
     key = prepared.data_key(fingerprint, tok_json, cfg.train.seq_len, objective.unit, objective.eval_unit,
-                            word_segmenter=pipeline.segmenter_of(cfg, objective.unit),
+                            word_segmenter=pipeline.segmenter_of(cfg),
                             sentence_split=cfg.corpus.sentence_split)
     entry = prepared.find(root, key)
     if entry is None:
@@ -331,7 +337,7 @@ def fit(data: Prepared, run_dir: Path, hooks: RunHooks):
     # A restart is a new Train run inside the run directory: Train would otherwise resume the
     # run's own latest checkpoint rather than the one PBT chose.
     storage, name = (run_dir, f"restart_{hooks.restart}") if hooks.restart else (run_dir.parent, run_dir.name)
-    plan = WorkerPlan(config=cfg, vocab=data.vocab, probe=data.probe,
+    plan = WorkerPlan(config=cfg, vocab=data.vocab, probe=data.probe, sts=data.sts,
                       blocks_per_step=t.batch_size * t.grad_accum * s.num_workers,
                       train=data.entry.stream(cfg.data, t.seed), run_dir=str(run_dir),
                       start_from=hooks.start_from, plugins=data.plugins, hooks=tuple(hooks.worker))
@@ -398,7 +404,7 @@ def finish(data: Prepared, run_dir: Path, result, wall_s: float) -> dict:
         state = read_state(d)
     model = data.objective.build_model(cfg.model)
     model.load_state_dict(state["model"])
-    data.objective.export(model, str(run_dir / "model"))
+    data.objective.export(model, str(run_dir / "model"), seq_len=cfg.train.seq_len)
     data.tokenizer.save_pretrained(str(run_dir / "model"))
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     summary = {

@@ -21,7 +21,7 @@ from sslab.errors import RunError
 # (train.compile too: a compiled model keeps its state dict's keys).
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.prefetch_batches", "train.compile", "train.max_nonfinite",
-                     "scaling.", "run.", "track.", "eval.probe_docs")
+                     "scaling.", "run.", "track.", "eval.probe_docs", "eval.sts_")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -215,7 +215,7 @@ class SearchSpec:
     space: dict = field(default_factory=dict)
     """Dotted config field -> domain."""
     metric: str = ""
-    """Fixed-protocol metric trials are ranked by (``eval_*`` or ``probe_acc``)."""
+    """Fixed-protocol metric trials are ranked by (``eval_*``, such as ``eval_sts_spearman``, or ``probe_acc``)."""
     mode: Literal["min", "max"] = "min"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     search: SearchAlgSpec = field(default_factory=SearchAlgSpec)
@@ -320,6 +320,12 @@ class SearchSpec:
             require(cfg.eval.probe_docs > 0 and bool(labelled), "metric", self.metric,
                   "a metric trials report: probe_acc needs eval.probe_docs > 0 and a labelled corpus "
                   "(corpus.label_field)")
+        if self.metric == "eval_sts_spearman":
+            cfg = self.base_config()
+            graded = cfg.corpus.source == "synthetic" or cfg.eval.sts_data
+            require(cfg.eval.sts_pairs > 0 and bool(graded), "metric", self.metric,
+                    "a metric trials report: eval_sts_spearman needs eval.sts_pairs > 0 and graded sentence "
+                    "pairs (eval.sts_data, or the synthetic corpus)")
 
     def check_downstream_metric(self) -> None:
         if self.downstream is None:
@@ -473,6 +479,8 @@ def typed(base: dict) -> dict:
         if isinstance(tree.get(section), config_mod.Override):
             tree[section] = str(tree[section])
     walk(tree, cfg)
+    if cfg.eval.sts_data:  # absolute, as the config holds it: a trial reads it in another directory
+        tree.setdefault("eval", {})["sts_data"] = cfg.eval.sts_data
     return tree
 
 

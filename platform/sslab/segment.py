@@ -22,6 +22,14 @@ from sslab.errors import ConfigError
 COLUMN = "continues_word"
 """The packed rows' boolean column, aligned to ``input_ids``: the token continues the segmenter's
 word of the token before it. Present only when ``tokenizer.word_segmenter`` is set."""
+
+
+def pair_column(side: str) -> str:
+    """The column of segment ``side`` (``a`` or ``b``) of pair and sentence rows that holds its
+    :data:`COLUMN`; the objective that frames the segments into ``input_ids`` frames these into it."""
+    return f"{side}_{COLUMN}"
+
+
 NAMED = {"jieba": ("jieba", "lcut")}
 """Segmenters known by name: (module, function). jieba comes with ``pip install 'sslab[zh]'``."""
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -67,8 +75,8 @@ def load(name: str) -> Segmenter:
 
 def check(cfg) -> None:
     """Before Ray starts: the configured segmenter (of the :class:`~sslab.config.Config` ``cfg``)
-    imports; a missing package is a one-line ConfigError naming the extra. Only packed blocks
-    carry its boundaries: an objective on another unit is told that it masks the tokenizer's words."""
+    imports; a missing package is a one-line ConfigError naming the extra. An objective that masks
+    no words is told that the segmenter goes unused."""
     from sslab.config import warn
     from sslab.objectives import get
 
@@ -76,11 +84,9 @@ def check(cfg) -> None:
     if not name:
         return
     load(name)
-    unit = get(cfg.objective.name).unit
-    if unit != "packed":
-        warn(f"tokenizer.word_segmenter={name!r} marks words in packed blocks only; objective "
-             f"{cfg.objective.name!r} trains on {unit}, and its whole-word masking keeps the tokenizer's "
-             "own word marks (## or Ġ)")
+    if not get(cfg.objective.name).masks_words:
+        warn(f"tokenizer.word_segmenter={name!r} is unused: objective {cfg.objective.name!r} masks no words "
+             "(whole-word masking is mlm's, electra's and their mixtures')")
 
 
 # ---------------------------------------------------------------- words to tokens

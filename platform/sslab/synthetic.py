@@ -31,11 +31,14 @@ above); each noun has a measure word (``一只``, ``这本``) that agrees with i
 surname and one or two characters. Sentences end with ``。``, one in ten with ``！`` and one in
 ten is a question ending ``吗？``; the discourse markers are ``首先``, ``然后``/``接着``/``后来``
 and ``最后``, each followed by ``，``.
+
+:func:`sts_pairs` gives sentence pairs in the same language with a known similarity grade, drawn
+apart from the documents, for the sentence-similarity score (:mod:`sslab.sts`).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -305,3 +308,146 @@ def read_synthetic(cfg: SyntheticConfig):
 
 def _unsigned(seed: int) -> int:
     return seed % 2**64  # numpy seed sequences refuse negative entropy
+
+
+# ---------------------------------------------------------------- graded sentence pairs (STS)
+
+STS_LEVELS = (5, 4, 3, 2, 1, 0)
+"""The grades of :func:`sts_pairs`, the STS annotation scale (Agirre et al. 2012; STS-B, Cer et al.
+2017) read in this corpus's terms:
+
+- 5, equivalent: the same proposition, reworded (another discourse marker; the subject's
+  property said before its noun or in a ``because it is ADJ`` clause; Chinese ``。`` or ``！``);
+- 4, mostly equivalent, a detail differs: one side adds or drops the instrument (``with the X``)
+  or the object's adjective;
+- 3, roughly equivalent, important content differs: the same subject and verb, another object;
+- 2, not equivalent but sharing details: the same subject, another verb and object;
+- 1, not equivalent, same topic: no noun or verb in common, all from the topic;
+- 0, different topics."""
+STS_STREAM = 0x575
+"""Seeds the pairs apart from every document (``document(cfg, i)`` seeds by ``(seed, i)``)."""
+STS_MARKERS = ("then", "next", "later", "finally")
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A noun phrase of one topic: ``the [ADJ] NOUN(s)`` (indices into the topic's words)."""
+
+    noun: int
+    plural: bool
+    adjective: int | None
+
+
+@dataclass(frozen=True)
+class Proposition:
+    """What a sentence says: a subject (whose adjective is its property) does something to an
+    object, perhaps with an instrument; every word from one topic."""
+
+    topic: int
+    subject: Mention
+    verb: int
+    object: Mention
+    tool: Mention | None
+
+
+def sts_pairs(cfg: SyntheticConfig, n: int) -> dict[str, list]:
+    """``n`` sentence pairs graded by :data:`STS_LEVELS` (the grades in turn), as an STS file has
+    them: ``{"sentence1": [...], "sentence2": [...], "score": [...]}``.
+
+    A pair depends only on ``cfg`` and its index, and is drawn from a stream of its own
+    (:data:`STS_STREAM`), never from the corpus's documents. Both sentences of every grade are
+    worded at random in the same ways (marker, where the subject's property goes), so the
+    wording says nothing of the grade; only the propositions do."""
+    lex = lexicon(cfg.seed, cfg.num_topics, cfg.language)
+    out: dict[str, list] = {"sentence1": [], "sentence2": [], "score": []}
+    for i in range(n):
+        level = STS_LEVELS[i % len(STS_LEVELS)]
+        d = _Draws(np.random.default_rng([_unsigned(cfg.seed), STS_STREAM, i]))
+        first, second = _graded(d, lex, cfg.num_topics, level)
+        out["sentence1"].append(_say(d, lex, first, cfg.language))
+        out["sentence2"].append(_say(d, lex, second, cfg.language))
+        out["score"].append(float(level))
+    return out
+
+
+def _graded(d: _Draws, lex: Lexicon, num_topics: int, level: int) -> tuple[Proposition, Proposition]:
+    """Two propositions as similar as ``level`` says."""
+    topic = d.index(num_topics)
+    p = _proposition(d, lex, topic)
+    t = lex.topics[topic]
+    if level == 5:
+        return p, p
+    if level == 4:
+        if d.chance(0.5):
+            return p, replace(p, tool=None if p.tool else _mention(d, t))
+        obj = p.object
+        adjective = None if obj.adjective is not None else t.noun_adjectives[obj.noun][d.index(PREFERRED)]
+        return p, replace(p, object=replace(obj, adjective=adjective))
+    if level == 3:
+        return p, replace(p, object=_mention(d, t, _other(d, NOUNS, p.object.noun)))
+    if level == 2:
+        verb = p.verb
+        while verb == p.verb:
+            verb = _verb_of(d, t, p.subject.noun)
+        tool = _mention(d, t) if d.chance(0.25) else None
+        return p, replace(p, verb=verb, object=_mention(d, t, _other(d, NOUNS, p.object.noun)), tool=tool)
+    if level == 1:
+        q = _proposition(d, lex, topic)
+        while q.verb == p.verb or {q.subject.noun, q.object.noun} & {p.subject.noun, p.object.noun}:
+            q = _proposition(d, lex, topic)
+        return p, q
+    return p, _proposition(d, lex, _other(d, num_topics, topic))
+
+
+def _proposition(d: _Draws, lex: Lexicon, topic: int) -> Proposition:
+    """A proposition drawn as the corpus draws a sentence (preferred verbs and adjectives)."""
+    t = lex.topics[topic]
+    subject = _mention(d, t, adjective_p=0.5)
+    verb = _verb_of(d, t, subject.noun)
+    return Proposition(topic, subject, verb, _mention(d, t), _mention(d, t) if d.chance(0.25) else None)
+
+
+def _mention(d: _Draws, t: Topic, noun: int | None = None, adjective_p: float = 0.4) -> Mention:
+    noun = d.index(NOUNS) if noun is None else noun
+    adjective = t.noun_adjectives[noun][d.index(PREFERRED)] if d.chance(adjective_p) else None
+    return Mention(noun, d.chance(0.3), adjective)
+
+
+def _verb_of(d: _Draws, t: Topic, noun: int) -> int:
+    return t.noun_verbs[noun][d.index(PREFERRED)] if d.chance(0.8) else d.index(VERBS)
+
+
+def _other(d: _Draws, n: int, old: int) -> int:
+    """An index in ``range(n)`` other than ``old``, uniformly."""
+    return (old + 1 + d.index(n - 1)) % n
+
+
+def _say(d: _Draws, lex: Lexicon, p: Proposition, language: str) -> str:
+    """``p`` as one sentence, worded at random: the marker, and whether the subject's property
+    comes before its noun or in a ``because`` clause."""
+    marker, predicative = STS_MARKERS[d.index(len(STS_MARKERS))], d.chance(0.5)
+    t, s = lex.topics[p.topic], p.subject
+    prop = t.adjectives[s.adjective] if predicative and s.adjective is not None else None
+    if language == "zh":
+        tool = "用" + _zh_mention(t, p.tool) if p.tool else ""
+        subject, obj = _zh_mention(t, s, not predicative), _zh_mention(t, p.object)
+        text = f"{ZH_MARKERS[marker]}，{subject}{tool}{t.verbs[p.verb]}了{obj}"
+        if prop:
+            text += f"，因为{'它们' if s.plural else '它'}很{prop}"
+        return text + ("！" if d.chance(0.2) else "。")
+    words = [marker, *_en_mention(t, s, not predicative), _verb(t.verbs[p.verb], s.plural), *_en_mention(t, p.object)]
+    if p.tool:
+        words += ["with", *_en_mention(t, p.tool)]
+    if prop:
+        words += ["because", "they" if s.plural else "it", "are" if s.plural else "is", prop]
+    return " ".join(words) + "."
+
+
+def _en_mention(t: Topic, m: Mention, attributive: bool = True) -> list[str]:
+    adjective = [t.adjectives[m.adjective]] if attributive and m.adjective is not None else []
+    return ["the", *adjective, _noun(t.nouns[m.noun], m.plural)]
+
+
+def _zh_mention(t: Topic, m: Mention, attributive: bool = True) -> str:
+    adjective = t.adjectives[m.adjective] + "的" if attributive and m.adjective is not None else ""
+    return ("这些" if m.plural else "这" + t.classifiers[m.noun]) + adjective + t.nouns[m.noun]

@@ -33,6 +33,7 @@ from sslab.tracking import Tracker
 
 if TYPE_CHECKING:
     from sslab.stream import Stream
+    from sslab.sts import StsSet
     from sslab.tokenizer import Vocab
 
 
@@ -71,6 +72,8 @@ class WorkerPlan:
     vocab: Vocab
     probe: dict | None
     """The linear probe's labelled blocks, or None (``eval.probe_docs=0``)."""
+    sts: StsSet | None
+    """The graded sentence pairs ``eval_sts_spearman`` scores, or None (see :func:`sslab.sts.of_run`)."""
     blocks_per_step: int
     """Blocks all workers train on per optimizer step."""
     train: Stream
@@ -323,7 +326,8 @@ def maybe_report(w: Worker, metrics: dict) -> None:
         return
     if do_eval:
         mark("eval.start")
-        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.plan.probe, w.cfg, w.accelerator.device))
+        metrics.update(evaluate(w.model, w.objective, w.val_shard, w.plan.probe, w.plan.sts, w.cfg,
+                                w.accelerator.device))
         w.model.train()
         mark("eval.end")
     w.progress.line(metrics)

@@ -86,3 +86,41 @@ def test_mlm_with_jieba_whole_words_prepares_boundaries_and_trains_on_ray(ray_cl
     assert result.summary["steps"] == 10
     assert math.isfinite(result.summary["metrics"]["eval_mlm_loss"])
     assert (result.model_dir / "config.json").is_file()
+
+
+def test_a_mixtures_pairs_carry_the_boundaries_through_prepare_and_its_mlm_part_masks_whole_words(
+        ray_cluster, corpus_dir, zh_tokenizer, tmp_path):
+    """ALBERT's mlm+sop on Chinese: jieba's marks go with each segment of the prepared pairs, sop frames
+    them with the segments it orders, and mlm masks whole words of what sop built."""
+    overrides = [f"corpus.source={corpus_dir}", "tokenizer.word_segmenter=jieba", f"tokenizer.path={zh_tokenizer}",
+                 "objective=mlm+sop", "objective.mlm.whole_word=true", "objective.mlm.mask_ratio=0.3",
+                 "train.seq_len=64", "data.shard_rows=100", "run.quiet=true", f"run.out={tmp_path / 'run'}",
+                 f"data.cache_dir={tmp_path / 'cache'}"]
+    data = sslab.prepare(None, overrides=overrides)
+    rows = pipeline.to_numpy(data.entry.read("train"))
+    for side in ("a", "b"):
+        marks = rows[segment.pair_column(side)]
+        assert marks.shape == rows[side].shape and marks.dtype == bool
+        assert 0.2 < marks.sum() / rows[f"{side}_len"].sum() < 0.7  # jieba's words: 1-4 characters
+    plain = sslab.prepare(None, overrides=overrides[:1] + overrides[2:])  # without the segmenter: its own entry
+    assert plain.entry.uri != data.entry.uri and segment.pair_column("a") not in plain.entry.read("train").schema.names
+
+    framed = []
+
+    class Recording:  # keeps what the mixture's builder (sop) framed for its mlm part, marks included
+        def transform(self, batch, rng):
+            framed.append(data.objective.members[0].transform(batch, rng.fork(0)))
+            return data.objective.transform(batch, rng)
+
+    train = data.entry.stream(data.config.data, data.config.train.seed)
+    task = pa.Table.from_pylist(train.tasks(0, 1, 0, 64)[:1])
+    out = next(stream.read_window(task, train, Recording(), 0, 1, train.rows_per_worker(1)))
+    assert set(out) == {"input_ids", "labels", "sop_label"}  # the marks do not reach the model
+    ids, marks = framed[0]["input_ids"], framed[0][segment.COLUMN]
+    selected = out["labels"] != IGNORE
+    np.testing.assert_array_equal(out["labels"][selected], ids[selected])
+    special = np.isin(ids, data.vocab.special_ids)
+    starts = masking.word_starts(ids, data.vocab, special, marks)
+    first = masking.first_of(starts)
+    assert (selected == np.take_along_axis(selected, first, axis=1))[~special].all()
+    assert (selected & ~starts).sum() > 50

@@ -59,3 +59,11 @@ def test_the_exported_model_loads_offline_and_fills_in_masks(run):
     for name, tensor in exported.items():
         if name in state:
             assert torch.equal(tensor, state[name]), name
+
+
+def test_the_exported_model_loads_in_sentence_transformers_and_cuts_inputs_at_the_runs_seq_len(run, monkeypatch):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = sentence_transformers.SentenceTransformer(str(run.model_dir), device="cpu")
+    assert model.max_seq_length == 64  # train.seq_len, not model.max_positions
+    assert model.encode(["first a", "then the second one"]).shape == (2, 128)

@@ -35,7 +35,8 @@ TWO_WORKERS = {"span", "simcse+mlm", CLI_MIXTURE}  # one of each data path
 RUNS = ["clm", "denoise", "electra", "span", "simcse+mlm", "mlm+sop"]
 EXPORTS = {  # Auto class that loads model/, metrics the summary must hold
     "span": (AutoModelForSeq2SeqLM, ("eval_span_loss", "eval_unigram_loss")),
-    "simcse+mlm": (AutoModelForMaskedLM, ("eval_retrieval_acc", "eval_align", "eval_mlm_acc", "simcse_loss", "mlm_loss")),
+    "simcse+mlm": (AutoModelForMaskedLM, ("eval_retrieval_acc", "eval_align", "eval_sts_spearman", "eval_mlm_acc",
+                                          "simcse_loss", "mlm_loss")),
     "mlm+nsp": (AutoModelForMaskedLM, ("eval_nsp_acc", "eval_mlm_acc", "nsp_loss", "mlm_loss")),
 }
 

@@ -3,8 +3,8 @@
 It runs the same code a Ray run does — ``pipeline.Tokenize`` for the objective's unit,
 ``pipeline.corrupt`` for the per-epoch and fixed-protocol corruption, the objective's model,
 ``train_step``/``apply_or_skip`` for the optimisation, ``eval_sums``/``eval_metrics`` for the
-fixed protocol and the linear probe — so a learning test here is about the objective, and the
-Ray integration tests are about distribution.
+fixed protocol, the linear probe and the STS pairs — so a learning test here is about the
+objective, and the Ray integration tests are about distribution.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from sslab import evaluation, pipeline, synthetic, tokenizer
+from sslab import evaluation, pipeline, sts, synthetic, tokenizer
 from sslab.config import load
 from sslab.objectives import get
 from sslab.train_loop import Counters, apply_or_skip, build_optimizer, lr_factor, train_step
@@ -62,11 +62,12 @@ class Setup:
         self.train = self.units(texts[n_val:], self.objective.unit)
         self.val = self.units(texts[:n_val], self.objective.eval_unit or self.objective.unit)
         self.probe = evaluation.probe_set(texts[:n_val][:400], labels[:n_val][:400], self.tok, self.cfg.train.seq_len)
+        self.sts = sts.of_run(self.cfg, self.tok) if self.objective.sentence_pooling() else None
 
     def units(self, texts: list[str], unit: str) -> dict[str, np.ndarray]:
-        v = self.vocab
-        tokenize = pipeline.Tokenize(self.tok.backend_tokenizer.to_str(), self.cfg.train.seq_len, v.cls_id, v.sep_id,
-                                     v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg, unit),
+        v = self.vocab  # its tokenizer JSON: self.tok's now holds the padding of the probe set's call
+        tokenize = pipeline.Tokenize(v.tokenizer_json, self.cfg.train.seq_len, v.cls_id, v.sep_id,
+                                     v.pad_id, unit=unit, word_segmenter=pipeline.segmenter_of(self.cfg),
                                      sentence_split=self.cfg.corpus.sentence_split)
         return numpy_rows(tokenize({"text": np.asarray(texts, dtype=object)}))
 
@@ -76,7 +77,8 @@ class Setup:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, probe: bool = False) -> dict[str, float]:
-        """The fixed-protocol metrics on the validation rows (and ``probe_acc`` when asked)."""
+        """The fixed-protocol metrics on the validation rows (and ``probe_acc`` when asked), with
+        ``eval_sts_spearman`` for an objective that trains sentence vectors."""
         model.eval()
         n = min(len(self.val["row_id"]), self.cfg.eval.max_blocks)
         batch = pipeline.corrupt(take(self.val, slice(0, n)), self.objective, self.cfg.eval.seed, 0, self.cfg.eval)
@@ -89,6 +91,8 @@ class Setup:
         encoder = self.objective.encoder(model)
         if probe and encoder is not None:
             metrics["probe_acc"] = evaluation.linear_probe(encoder, self.probe, torch.device("cpu"))
+        if self.sts is not None:
+            metrics["eval_sts_spearman"] = sts.score(encoder, self.sts, self.objective.sentence_pooling(), "cpu")
         model.train()
         return metrics
 

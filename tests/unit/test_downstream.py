@@ -1,17 +1,22 @@
-"""Downstream evaluation of exported models: linear probe, fine-tuning, perplexity, and bad input.
+"""Downstream evaluation of exported models: linear probe, fine-tuning, perplexity, sentence
+similarity, and bad input.
 
 The models are exported the way sslab exports them (``save_pretrained`` of model and tokenizer
 into one directory), built from sslab's own configs at the tiny preset, on a tokenizer sslab
 trains on its topic-labelled synthetic corpus.
 """
+import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, GPT2LMHeadModel
 
 from sslab import downstream, models, synthetic, tokenizer
 from sslab.config import ModelConfig, SyntheticConfig, TokenizerConfig
@@ -275,3 +280,88 @@ def test_perplexity_refuses_an_encoder(encoder_dir, held_out):
 def test_perplexity_refuses_a_max_length_beyond_the_positions(decoders, held_out):
     with pytest.raises(ConfigError, match=r"max_length=1024 must be in \[8, 128\]"):
         downstream.perplexity(decoders[1], held_out, max_length=1024)
+
+
+# ---------------------------------------------------------------- sentence similarity
+
+
+@pytest.fixture(scope="module")
+def sts_file(tmp_path_factory):
+    """Graded pairs in the corpus's vocabulary, as an STS-B-style TSV."""
+    path = tmp_path_factory.mktemp("sts") / "pairs.tsv"
+    pairs = synthetic.sts_pairs(SyntheticConfig(num_docs=400, num_topics=TOPICS), 90)
+    pd.DataFrame(pairs).to_csv(path, sep="\t", index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sts_result(encoder_dir, sts_file):
+    return downstream.similarity(encoder_dir, sts_file, max_length=MAX_LEN)
+
+
+def test_similarity_is_the_spearman_of_mean_pooled_cosines(encoder_dir, sts_file, sts_result):
+    assert sts_result["sts_pooling"] == "mean" and sts_result["sts_pairs"] == 90
+    frame = pd.read_csv(sts_file, sep="\t")
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    model = AutoModel.from_pretrained(str(encoder_dir)).eval()
+
+    @torch.no_grad()
+    def vector(sentence):  # one sentence alone: no padding to leave out
+        ids = tok(sentence, return_tensors="pt")["input_ids"]
+        return model(input_ids=ids).last_hidden_state[0].mean(0)
+
+    cosines = [torch.cosine_similarity(vector(a), vector(b), dim=0).item()
+               for a, b in zip(frame["sentence1"], frame["sentence2"])]
+    assert sts_result["sts_spearman"] == pytest.approx(scipy.stats.spearmanr(cosines, frame["score"])[0], abs=0.01)
+
+
+def pooling_config(model_dir, *modes):
+    """A sentence-transformers Pooling module's config in ``model_dir/1_Pooling``."""
+    flags = {f"pooling_mode_{m}": m in modes for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
+    (model_dir / "1_Pooling").mkdir(exist_ok=True)
+    (model_dir / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 128, **flags}))
+
+
+def test_similarity_pools_as_the_directory_records_unless_told(encoder_dir, sts_file, sts_result, tmp_path):
+    d = tmp_path / "model"
+    shutil.copytree(encoder_dir, d)
+    pooling_config(d, "cls_token")
+    cls = downstream.similarity(d, sts_file, max_length=MAX_LEN)
+    assert cls["sts_pooling"] == "cls" and cls["sts_spearman"] != sts_result["sts_spearman"]
+    told = downstream.similarity(d, sts_file, pooling="mean", max_length=MAX_LEN)
+    assert told == {**sts_result, "model_dir": str(d)}
+    pooling_config(d, "max_tokens")
+    with pytest.raises(ConfigError, match=r"pools by pooling_mode_max_tokens; sslab scores cls or mean: pass"):
+        downstream.similarity(d, sts_file)
+    with pytest.raises(ConfigError, match=r"pooling='max' must be one of mean, cls"):
+        downstream.similarity(d, sts_file, pooling="max")
+
+
+def test_the_pooling_module_is_found_where_modules_json_puts_it(tmp_path):
+    assert downstream.recorded_pooling(tmp_path) is None  # nothing recorded: the caller's default
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"}]))
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    assert downstream.recorded_pooling(tmp_path) == "mean"
+
+
+@pytest.mark.slow  # a fresh process imports torch and transformers: 10-15 s on 2 busy cores
+def test_sslab_eval_sts_in_a_process_of_its_own(encoder_dir, sts_file, sts_result):
+    done = subprocess.run([sys.executable, "-m", "sslab.cli", "eval", str(encoder_dir), "--sts", str(sts_file),
+                           "--max-length", str(MAX_LEN), "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == pytest.approx({**sts_result, "model_dir": str(encoder_dir)})
+
+
+def test_sslab_eval_names_a_bad_file_of_pairs_on_one_line(encoder_dir, tmp_path, capsys):
+    from sslab.cli import main
+
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"sentence1": ["a"] * 3, "sentence2": ["b"] * 3, "similarity": [1, 2, 3]}).to_csv(bad, index=False)
+    assert main(["eval", str(encoder_dir), "--sts", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        f"sslab: error: STS pairs {str(bad)!r} has no column 'score' (its columns: sentence1, sentence2, similarity); "
+        "STS pairs need sentence1, sentence2, score"]

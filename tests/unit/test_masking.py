@@ -22,6 +22,7 @@ import pytest
 
 from sslab import masking, pipeline, prepared, segment, similar, tokenizer
 from sslab.config import ConfigError, TokenizerConfig, build, load
+from sslab.objectives import get as get_objective
 from sslab.objectives.electra import ELECTRA, ELECTRAConfig
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
 from sslab.rng import RowRandom
@@ -178,7 +179,10 @@ def test_the_cache_key_holds_the_segmenter_and_other_keys_stay_as_they_were():
     keys = {prepared.data_key(*base, word_segmenter=s) for s in (None, "jieba", "my_pkg.seg:cut")}
     assert len(keys) == 3
     jieba_cfg = load(overrides=["tokenizer.word_segmenter=jieba"])
-    assert pipeline.segmenter_of(jieba_cfg, "packed") == "jieba" and pipeline.segmenter_of(jieba_cfg, "pairs") is None
+    # Rows carry the boundaries for objectives that mask words, on whatever unit they train.
+    for name, expected in {"mlm": "jieba", "electra": "jieba", "mlm+sop": "jieba", "nsp+mlm": "jieba",
+                           "simcse+mlm": "jieba", "sop": None, "simcse": None, "clm": None}.items():
+        assert pipeline.segmenter_of(load(overrides=["tokenizer.word_segmenter=jieba", f"objective={name}"])) == expected
     # The segmenter does not change the tokenizer: the one trained for the corpus is found again.
     assert (prepared.tokenizer_key("fingerprint", jieba_cfg.tokenizer, 512, 0)
             == prepared.tokenizer_key("fingerprint", TokenizerConfig(), 512, 0))
@@ -437,13 +441,78 @@ def test_a_segmenter_by_import_path_is_used(tmp_path, monkeypatch, fresh_segment
     assert lengths.max() == 2 and (lengths == 2).mean() > 0.9
 
 
-def test_an_objective_off_packed_blocks_is_told_it_keeps_the_tokenizers_words(caplog, monkeypatch, fresh_segmenters):
+def test_an_objective_that_masks_no_words_is_told_the_segmenter_is_unused(caplog, monkeypatch, fresh_segmenters):
     from sslab import config
 
-    monkeypatch.setattr(config, "_warned", set())  # each warning is logged once per process
-    with caplog.at_level(logging.WARNING, logger="sslab"):
-        segment.check(load(overrides=["tokenizer.word_segmenter=jieba", "objective=mlm+sop"]))
-    assert "marks words in packed blocks only" in caplog.text and "'mlm+sop' trains on pairs" in caplog.text
+    for name, unused in {"sop": True, "mlm+sop": False, "simcse+mlm": False}.items():
+        monkeypatch.setattr(config, "_warned", set())  # each warning is logged once per process
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sslab"):
+            segment.check(load(overrides=["tokenizer.word_segmenter=jieba", f"objective={name}"]))
+        assert ("is unused: objective 'sop' masks no words" in caplog.text) == unused, (name, caplog.text)
+
+
+# ---------------------------------------------------------------- mixtures: the pair builders frame the marks
+
+
+def sentence_rows(tok, vocab, texts, unit, segmenter="jieba") -> dict[str, np.ndarray]:
+    """Pair or sentence rows as the preparation writes them (``Tokenize``, run here without Ray)."""
+    tokenize = pipeline.Tokenize(tok.backend_tokenizer.to_str(), SEQ_LEN, vocab.cls_id, vocab.sep_id, vocab.pad_id,
+                                 unit, segmenter)
+    return pipeline.to_numpy(tokenize({"text": np.array(texts, dtype=object)}))
+
+
+MIXTURES = {"mlm+sop": "pairs", "nsp+mlm": "pairs", "simcse+mlm": "sentences"}
+
+
+@pytest.mark.parametrize("unit", ["pairs", "sentences", "halves"])
+def test_sentence_rows_carry_each_segments_word_marks_and_nothing_else_changes(tok, vocab, docs, unit):
+    import jieba
+
+    rows = sentence_rows(tok, vocab, docs[300:700], unit)
+    plain = sentence_rows(tok, vocab, docs[300:700], unit, segmenter=None)
+    assert set(rows) - set(plain) == {segment.pair_column("a"), segment.pair_column("b")}
+    for k in plain:
+        np.testing.assert_array_equal(rows[k], plain[k])
+    known = {w for d in docs[300:700] for w in jieba.lcut(d)}
+    pieces = np.array(tok.convert_ids_to_tokens(list(range(vocab.size))))
+    words = []
+    for side in ("a", "b"):
+        marks, ids, lengths = rows[segment.pair_column(side)], rows[side], rows[f"{side}_len"]
+        assert marks.dtype == bool and marks.shape == ids.shape
+        assert not marks[np.arange(ids.shape[1])[None, :] >= lengths[:, None]].any()  # padding
+        for r in range(0, len(ids), 7):
+            cuts = np.flatnonzero(np.r_[~marks[r, :lengths[r]], True])
+            words += ["".join(pieces[ids[r, a:b]]) for a, b in zip(cuts[1:-2], cuts[2:-1])]  # inner words
+    assert all(w in known for w in words), [w for w in words if w not in known][:5]
+    assert sum(len(w) > 1 for w in words) > 500
+
+
+@pytest.mark.parametrize("name", list(MIXTURES))
+def test_a_mixtures_mlm_part_masks_whole_segmenter_words_of_the_input_its_builder_frames(tok, vocab, docs, name):
+    rows = sentence_rows(tok, vocab, docs[300:], MIXTURES[name])
+    cfg = load(overrides=["tokenizer.word_segmenter=jieba", f"objective={name}", "objective.mlm.whole_word=true",
+                          "objective.mlm.mask_ratio=0.3"]).objective
+    objective = get_objective(name)(cfg, vocab)
+    batch = {k: v for k, v in rows.items() if k != "row_id"}
+    rng = RowRandom(0, 0, rows["row_id"])
+    out = objective.transform(batch, rng)
+    assert segment.COLUMN not in out  # the marks feed the mlm part; the model never reads them
+    builder = objective.members[0]
+    framed = builder.transform(batch, rng.fork(0))  # what the mixture's builder made, marks included
+    ids, marks = framed["input_ids"], framed[segment.COLUMN]
+    assert marks.shape == ids.shape and not marks[np.isin(ids, vocab.special_ids)].any()
+    if "view" in out:
+        np.testing.assert_array_equal(out["view"], ids)
+    special = np.isin(ids, vocab.special_ids)
+    starts, eligible = masking.word_starts(ids, vocab, special, marks) & ~special, ~special
+    selected = out["labels"] != IGNORE
+    np.testing.assert_array_equal(out["labels"][selected], ids[selected])
+    assert partly_selected(selected, starts, eligible) == 0
+    lengths = word_lengths(starts, eligible)
+    assert (lengths > 1).mean() > 0.3  # the words masked together are jieba's, not single characters
+    share = selected[eligible].mean()
+    assert abs(share - 0.3) < 0.03, share
 
 
 # ---------------------------------------------------------------- speed

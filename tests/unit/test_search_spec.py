@@ -75,6 +75,14 @@ def test_an_unknown_search_space_name_lists_the_shipped_ones():
         assert path.stem in message
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_space_says_what_its_paper_measured_and_why_its_metric_stands_for_it(path):
+    """The ranking audit of issue 23: a search is only as good as the quantity it ranks by."""
+    header = path.read_text().split("\ndescription:")[0]
+    assert "Quantity measured:" in header, path.name
+    assert load_spec(path).metric in header, f"{path.name}'s header does not name the metric it ranks by"
+
+
 @pytest.mark.parametrize("on_cpu", [False, True], ids=["own-scale", "cpu"])
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_space_loads_validates_and_turns_into_tune_domains(path, on_cpu):
@@ -451,6 +459,32 @@ def test_probe_acc_needs_a_labelled_corpus(tmp_path):
     assert load_spec(spec_data(base=labelled, metric="probe_acc")).metric == "probe_acc"
     # The synthetic corpus is labelled, but a probe over no documents reports nothing.
     assert "probe_docs" in error_of(spec_data(base={"objective": "mlm", "eval": {"probe_docs": 0}}, metric="probe_acc"))
+
+
+def test_eval_sts_spearman_needs_graded_pairs_and_a_trial_finds_their_file(tmp_path, monkeypatch):
+    text = tmp_path / "corpus.txt"
+    text.write_text("one document. and its second sentence.\nanother document\n")
+    space = {"objective.tau": {"loguniform": [0.05, 1.0]}}
+    base = {"objective": "simcse", "model": {"preset": "tiny"}, "corpus": {"source": str(text)}}
+    message = error_of(spec_data(base=base, space=space, metric="eval_sts_spearman", mode="max"))
+    assert "eval_sts_spearman needs eval.sts_pairs > 0 and graded sentence pairs (eval.sts_data" in message
+    assert "not reported by objective 'mlm'" in error_of(spec_data(metric="eval_sts_spearman", mode="max"))
+    (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\tscore\na b\ta b\t5\na b\tc d\t0\nc d\tc e\t2\n")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(spec_data(base={**base, "eval": {"sts_data": "pairs.tsv"}}, space=space,
+                               metric="eval_sts_spearman", mode="max"))
+    assert spec.base["eval"]["sts_data"] == str(tmp_path / "pairs.tsv")  # a trial runs in another directory
+    # The synthetic corpus has pairs of its own.
+    synthetic_base = {**base, "corpus": "synthetic"}
+    assert load_spec(spec_data(base=synthetic_base, space=space, metric="eval_sts_spearman", mode="max")).metric
+    assert "eval.sts_pairs > 0" in error_of(spec_data(base={**synthetic_base, "eval": {"sts_pairs": 0}}, space=space,
+                                                      metric="eval_sts_spearman", mode="max"))
+
+
+def test_simcse_temperature_ranks_by_sentence_similarity_and_keeps_the_probe():
+    spec = load_spec("simcse_temperature")
+    assert (spec.metric, spec.mode) == ("eval_sts_spearman", "max")
+    assert "probe_acc" in get_objective("simcse").metrics  # a column of its results beside the ranking one
 
 
 # ---------------------------------------------------------------- checks added for bugs a review found
