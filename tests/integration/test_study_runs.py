@@ -15,8 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 STUDIES = {
-    # name: (a paper column header, a direction it states); simcse_temperature's metric,
-    # eval_sts_spearman, comes with the STS evaluation of simcse (branch i23-sts).
+    # name: (a paper column header, a direction it states)
     "simcse_temperature": ("paper STS-B", "tau 0.05 > tau 1"),
     "dynamic_masking": ("paper SQuAD 2.0", "dynamic > static (10 masks)"),
 }
