@@ -126,6 +126,11 @@ class Objective(abc.ABC):
     def transform(self, batch: Batch, rng: RowRandom) -> Batch:
         """Corrupt a batch for training (numpy, vectorised; runs in Ray Data workers)."""
 
+    def mask_epoch(self, epoch: int) -> int:
+        """The epoch whose randomness corrupts a training row in epoch ``epoch``: itself (a new
+        corruption every epoch) unless the objective repeats them (mlm's ``static_masks``)."""
+        return epoch
+
     @abc.abstractmethod
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
         """Corrupt a validation batch by the fixed protocol, whatever this run's knobs are."""

@@ -111,6 +111,12 @@ class Mixture(Objective):
     def eval_transform(self, batch, rng, protocol):
         return self._run(batch, rng, "eval_transform", protocol)
 
+    def mask_epoch(self, epoch):
+        """A part's repeated masks (``objective.mlm.static_masks``) repeat the whole row's
+        corruption, as BERT's static data fixed each copy's NSP pair with its mask."""
+        repeated = [e for e in (p.mask_epoch(epoch) for p in self.members) if e != epoch]
+        return repeated[0] if repeated else epoch
+
     def build_model(self, model_cfg):
         dropouts = [p.default_dropout for p in self.members if p.default_dropout is not None]
 

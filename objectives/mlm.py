@@ -35,9 +35,17 @@ class MLMConfig(MaskSchedule, WordMasking, ObjectiveConfig):
     ``replace_mask`` share becomes a similar word of as many tokens instead of the mask token
     (a random word of its length when it has none), its ``replace_random`` share a random word,
     decided once per word. A path every training node can read."""
+    static_masks: int | None = None
+    """``None``: a new mask for a row every epoch (RoBERTa's dynamic masking). ``k``: the row's
+    mask cycles through ``k`` fixed ones, epoch ``e`` reusing the mask of epoch ``e % k``: BERT's
+    static masking, which duplicated its data 10 times with a mask each (RoBERTa's static
+    baseline is ``k = 10``); ``1``: one mask for ever. Training rows only: the fixed-protocol
+    evaluation masks as it always does. Resumes alike, since a row's mask depends only on its epoch."""
 
     def __post_init__(self):
         self.check_schedule()
+        require(self.static_masks is None or (type(self.static_masks) is int and self.static_masks >= 1),
+                "objective.static_masks", self.static_masks, "an integer >= 1, or null for dynamic masking")
         require_fraction("objective.replace_mask", self.replace_mask, low_open=False, high_open=False)
         require_fraction("objective.replace_random", self.replace_random, low_open=False, high_open=False)
         require(self.replace_mask + self.replace_random <= 1.0, "objective.replace_random", self.replace_random,
@@ -85,6 +93,10 @@ class MLM(EncoderObjective):
         return mask_tokens(batch["input_ids"], rng, self.vocab, c.ratio_at(rng.progress), c.replace_mask,
                            c.replace_random, c.whole_word, continues=batch.get(segment.COLUMN),
                            ngram=c.ngram_probs if c.ngram else None, similar=self.similar)
+
+    def mask_epoch(self, epoch: int) -> int:
+        k = self.cfg.static_masks
+        return epoch if k is None else epoch % k
 
     def eval_transform(self, batch: Batch, rng: RowRandom, protocol: EvalConfig) -> Batch:
         return mask_tokens(batch["input_ids"], rng, self.vocab, protocol.mask_ratio, 0.8, 0.1)

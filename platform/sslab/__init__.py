@@ -10,6 +10,7 @@
 >>> rows = sslab.preview("mlm", corpus="data/books/", n=3)   # what masking does to your text   # doctest: +SKIP
 >>> search = sslab.tune("mlm_masking", out="runs/masking", **{"model.preset": "tiny"})  # doctest: +SKIP
 >>> search.table.head(), search.best["model_dir"]   # doctest: +SKIP
+>>> print(sslab.study("dynamic_masking"))   # a published ablation beside sslab's numbers   # doctest: +SKIP
 """
 from sslab.config import Config
 from sslab.config import load as load_config
@@ -61,6 +62,13 @@ def tune(spec, **kwargs):
     return _tune(spec, **kwargs)
 
 
+def study(name, **kwargs):
+    """Reproduce a published ablation and compare it with the paper; see :func:`sslab.study.study`."""
+    from sslab.study import study as _study
+
+    return _study(name, **kwargs)
+
+
 __all__ = ["Config", "ConfigError", "CorpusError", "DirectoryInUse", "RunError", "SslabError", "load_config", "prepare",
-           "pretrain", "preview", "resolve", "train", "tune"]
+           "pretrain", "preview", "resolve", "study", "train", "tune"]
 __version__ = "0.1.0"

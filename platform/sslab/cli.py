@@ -216,6 +216,55 @@ def print_search(result) -> None:
         print(f"  report   {result.report}")
 
 
+STUDY_EXAMPLES = """examples:
+  sslab studies                                    (the shipped studies: paper, table, settings, sizes)
+  sslab study dynamic_masking                      (CPU-tiny, the default size: minutes on 2 cores)
+  sslab study span_corruption --out runs/t5 train.max_steps=600       (every trial's config)
+  sslab study electra --size paper --out runs/electra corpus.source=data/ resources.gpus_per_worker=1
+  Prints the paper's numbers beside sslab's, each direction the paper states with whether sslab
+  agrees, and writes study.md, study.json and the report into --out.
+"""
+
+
+def add_study(sub) -> None:
+    p = sub.add_parser("study", help="reproduce a published ablation at a size that fits", epilog=STUDY_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a shipped ablation (every setting, same seeds, to the end) and set the "
+                                   "paper's numbers beside sslab's. Shipped studies: see `sslab studies`.")
+    p.add_argument("name", help="a shipped study (e.g. dynamic_masking) or a study YAML file")
+    p.add_argument("--size", default="tiny", help="the study's size: tiny (the CPU default), paper, ...")
+    p.add_argument("--out", help="search directory (default runs/study-<name>-<size>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in --out")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="every trial's config, or resources.*")
+
+
+def cmd_study(args) -> int:
+    out = str(Path(args.out or f"runs/study-{Path(args.name).stem}-{args.size}").expanduser().resolve())
+    with owning(out, f"--out {out!r}"):
+        from sslab.study import study
+
+        result = study(args.name, size=args.size, out=out, resume=args.resume, overrides=list(args.overrides))
+    print(f"\n{result}\n")
+    search = result.search
+    print(f"  study    {search.search_dir / 'study.md'} (and study.json)")
+    print(f"  results  {search.results_csv}")
+    if search.report:
+        print(f"  report   {search.report}")
+    return 0
+
+
+def cmd_studies(args) -> int:
+    from sslab.study import load_study, shipped_studies
+
+    for path in shipped_studies():
+        s = load_study(path)
+        print(f"{path.stem:<20} {s.description}")
+        print(f"{'':<20} paper: {s.paper['citation']}, {s.paper['where']}")
+        print(f"{'':<20} {s.setting}: {', '.join(x.label for x in s.settings)}; {s.metric} ({s.mode}); "
+              f"seeds {s.seeds}; sizes {', '.join(s.sizes)}")
+    return 0
+
+
 def cmd_spaces(args) -> int:
     from sslab.search_spec import load_spec, shipped_spaces
 
@@ -248,6 +297,7 @@ def cmd_objectives(args) -> int:
 LIST_EXAMPLES = {
     "objectives": "example:\n  sslab objectives        then e.g. sslab pretrain --objective span objective.noise_density=0.3",
     "spaces": "example:\n  sslab spaces            then e.g. sslab tune mlm_masking --out runs/masking",
+    "studies": "example:\n  sslab studies           then e.g. sslab study dynamic_masking",
     "presets": "example:\n  sslab presets           then e.g. sslab pretrain --preset small model.arch=bert",
 }
 
@@ -266,7 +316,7 @@ EVAL_EXAMPLES = """examples:
 
 def add_listings(sub) -> None:
     helps = {"objectives": "list the objectives, their knobs and metrics", "spaces": "list the shipped search spaces",
-             "presets": "list the model size presets"}
+             "studies": "list the shipped studies (published ablations)", "presets": "list the model size presets"}
     for name, text in helps.items():
         sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=LIST_EXAMPLES[name],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -372,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     add_prepare(sub)
     add_preview(sub)
     add_tune(sub)
+    add_study(sub)
     add_eval(sub)
     add_report(sub)
     add_listings(sub)
@@ -384,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO, format="[sslab] %(message)s")
     handler = {"pretrain": cmd_pretrain, "prepare": cmd_prepare, "preview": cmd_preview, "tune": cmd_tune,
-               "eval": cmd_eval, "report": cmd_report, "objectives": cmd_objectives, "spaces": cmd_spaces,
+               "study": cmd_study, "studies": cmd_studies, "eval": cmd_eval, "report": cmd_report, "objectives": cmd_objectives, "spaces": cmd_spaces,
                "presets": cmd_presets}[args.command]
     try:
         return handler(args)

@@ -232,8 +232,11 @@ def _tokenizer(**kwargs) -> Tokenize:
 def corrupt(batch: dict[str, np.ndarray], objective: Objective, seed: int, epoch: int,
             protocol: EvalConfig | None = None, progress: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One ``map_batches`` call of the objective's corruption (training or fixed-protocol eval);
-    ``progress``: per row, the share of training done at its step (:attr:`RowRandom.progress`)."""
-    rng = RowRandom(seed, epoch, batch["row_id"], progress)
+    ``progress``: per row, the share of training done at its step (:attr:`RowRandom.progress`).
+    A training row is corrupted with the randomness of its objective's :meth:`~Objective.mask_epoch`
+    (mlm's ``static_masks`` reuse earlier epochs' masks); the fixed protocol's never changes."""
+    drawn = epoch if protocol is not None else objective.mask_epoch(epoch)
+    rng = RowRandom(seed, drawn, batch["row_id"], progress)
     inputs = {k: v for k, v in batch.items() if k != "row_id"}
     if protocol is None:
         return objective.transform(inputs, rng)

@@ -4,7 +4,7 @@ The page (``R/report/index.html``) embeds its plots as inline PNGs (also written
 its CSS, and references nothing outside itself: it can be mailed, attached to an issue or opened
 offline. A search's page opens with its verdict: the best trial's ranking metric against each
 trivial baseline of it, the knob that mattered most, and the compute early stopping saved. Then a
-header of what ``R`` is, the ranked trial table of a search, learning curves against tokens seen,
+header of what ``R`` is, a study's comparison with its paper (``sslab study``), the ranked trial table of a search, learning curves against tokens seen,
 the searched knobs against the ranking metric, the objectives compared (when a search spans them)
 and throughput. Baselines (``eval_unigram_loss`` and the like, declared by each objective) are
 drawn as labelled reference lines on the metric they are a baseline for.
@@ -164,6 +164,12 @@ def search_page(root: Path):
     sections = [Section(f"Trials, best first by {metric} ({mode})", {}, trial_table(table, best)),
                 Section("Learning curves", curves, note=note),
                 knob_section(table, spec, metric, mode, best, baselines)]
+    study = read_mapping(root / "study.json")  # `sslab study`: the paper's numbers beside sslab's come first
+    if study:
+        from sslab.study import html_of
+
+        sections.insert(0, Section(f"Study {study['study']}: the paper beside sslab at size {study['size']}", {},
+                                   html_of(study)))
     if "objective.name" in table:
         sections.append(Section("Objectives compared", {"objectives": objective_figure(table, metric, mode)}))
     sections.append(Section("Throughput", {"throughput": search_throughput(logged, best)} if logged else {}))

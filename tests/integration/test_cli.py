@@ -58,7 +58,8 @@ def test_spaces_lists_every_shipped_search_space(capsys):
     assert all(f"{name} " in out for name in names)
 
 
-@pytest.mark.parametrize("command", ["pretrain", "tune", "eval", "report", "objectives", "spaces", "presets"])
+@pytest.mark.parametrize("command", ["pretrain", "tune", "study", "eval", "report", "objectives", "spaces", "studies",
+                                     "presets"])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

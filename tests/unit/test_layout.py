@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = {"sslab": "platform/sslab", "sslab.objectives": "objectives", "sslab.search_spaces": "search_spaces"}
+PACKAGE_DIRS = {"sslab": "platform/sslab", "sslab.objectives": "objectives", "sslab.search_spaces": "search_spaces",
+                "sslab.search_spaces.studies": "search_spaces/studies"}
 
 
 def run_from_root(code: str) -> str:

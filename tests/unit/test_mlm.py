@@ -7,10 +7,12 @@ import pytest
 
 from blocks import Z, assert_share, corpus_tokenizer, packed, transformed
 from learning import learn
-from sslab import segment, tokenizer
+from sslab import pipeline, segment, tokenizer
 from sslab.config import ConfigError, EvalConfig
+from sslab.objectives import get
 from sslab.rng import RowRandom
 from sslab.objectives.mlm import IGNORE, MLM, MLMConfig
+from sslab.search_spec import load_spec
 
 SEQ_LEN = 128
 
@@ -361,6 +363,73 @@ def test_row_random_streams_are_uniform_and_distinct():
     ints = rng.integers(5, 12, 200, stream=2)
     assert ints.min() == 5 and ints.max() == 11
     np.testing.assert_array_equal(np.bincount(ints.ravel())[:5], 0)
+
+
+# ---------------------------------------------------------------- static masking (objective.static_masks)
+
+
+def epoch_labels(objective, blocks, epoch: int, seed: int = 3) -> np.ndarray:
+    """The labels (the mask) of the blocks as the training stream corrupts them in ``epoch``."""
+    return pipeline.corrupt(dict(blocks), objective, seed, epoch)["labels"]
+
+
+def test_one_static_mask_is_the_same_in_every_epoch(vocab, blocks):
+    objective = mlm(vocab, static_masks=1)
+    first = epoch_labels(objective, blocks, 0)
+    for epoch in (1, 2, 7):
+        np.testing.assert_array_equal(epoch_labels(objective, blocks, epoch), first)
+
+
+def test_k_static_masks_repeat_every_k_epochs_and_differ_within_the_cycle(vocab, blocks):
+    objective = mlm(vocab, static_masks=3)
+    masks = [epoch_labels(objective, blocks, e) for e in range(7)]
+    for e in range(4):
+        np.testing.assert_array_equal(masks[e + 3], masks[e])
+    for a, b in [(0, 1), (0, 2), (1, 2)]:  # three different masks per row, each row redrawn
+        assert (masks[a] != masks[b]).any(axis=1).mean() > 0.99
+    # The mask of epoch 0 is the dynamic run's epoch 0: only later epochs change.
+    np.testing.assert_array_equal(masks[0], epoch_labels(mlm(vocab), blocks, 0))
+
+
+def test_dynamic_masking_draws_a_new_mask_every_epoch(vocab, blocks):
+    objective = mlm(vocab)
+    first = epoch_labels(objective, blocks, 0)
+    for epoch in (1, 3, 10):
+        assert (epoch_labels(objective, blocks, epoch) != first).any(axis=1).mean() > 0.99
+
+
+def test_static_masks_leave_the_fixed_eval_masking_alone(vocab, blocks):
+    protocol = EvalConfig()
+    batch = dict(blocks)
+    plain = pipeline.corrupt(batch, mlm(vocab), protocol.seed, 0, protocol)
+    static = pipeline.corrupt(batch, mlm(vocab, static_masks=1), protocol.seed, 0, protocol)
+    for key in plain:
+        np.testing.assert_array_equal(static[key], plain[key])
+
+
+def test_a_mixtures_static_mlm_part_repeats_the_whole_rows_corruption(vocab):
+    mixture = get("mlm+sop")
+    static = mixture(mixture.Config(mlm=MLMConfig(static_masks=4)), vocab)
+    assert [static.mask_epoch(e) for e in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert [mixture(mixture.Config(), vocab).mask_epoch(e) for e in range(3)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"])
+def test_static_masks_other_than_a_positive_integer_or_null_are_refused(value):
+    with pytest.raises(ConfigError, match=r"^objective\.static_masks="):
+        MLMConfig(static_masks=value)
+
+
+def test_static_masks_is_searchable_over_a_grid_with_dynamic_among_its_values():
+    space = {"base": {"objective": "mlm"}, "metric": "eval_mlm_loss",
+             "space": {"objective.static_masks": {"grid": [10, 1, None]}}}
+    spec = load_spec(space)
+    assert spec.base_config({"objective.static_masks": None}).objective.static_masks is None
+    assert load_spec(space, ["objective.static_masks=10"]).base_config().objective.static_masks == 10
+    with pytest.raises(ConfigError, match="objective.static_masks"):
+        load_spec({**space, "space": {"objective.static_masks": {"uniform": [1, 10]}}})
+    with pytest.raises(ConfigError, match="objective.static_masks"):
+        load_spec({**space, "space": {"objective.static_masks": {"grid": [10, 0]}}})
 
 
 # ---------------------------------------------------------------- the fixed eval protocol

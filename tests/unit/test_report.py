@@ -332,6 +332,28 @@ def test_a_categorical_knob_names_its_best_value(bakeoff):
     assert "objective.name mattered most: simcse did best (eta squared" in said
 
 
+def test_a_studys_comparison_with_its_paper_opens_the_search_page(tmp_path):
+    import html
+
+    import pandas as pd
+
+    from sslab.study import compare, load_study
+
+    trials = [{"id": f"c0000_0000{i}", "params": {"objective.noise_density": r}, "status": "FINISHED", "final": final}
+              for i, (r, final) in enumerate([(0.15, 4.9), (0.25, 4.7), (0.5, 4.8)])]
+    root = make_search(tmp_path, trials, space={"objective.noise_density": {"grid": [0.15, 0.25, 0.5]}})
+    table = pd.DataFrame({"objective.noise_density": [0.15, 0.25, 0.5], "status": ["FINISHED"] * 3,
+                          "eval_span_loss": [4.9, 4.7, 4.8]})
+    study = compare(load_study("span_corruption"), "tiny", table, 60)
+    (root / "study.json").write_text(json.dumps(study))
+    page = write_report(root).read_text()
+    sections = re.findall(r"<h2>(.*?)</h2>", page)
+    assert sections[0] == "Study span_corruption: the paper beside sslab at size tiny"
+    first = page[page.index("<h2>"):page.index(f"<h2>{sections[1]}")]
+    assert "83.28" in first and "15 % &gt; 50 %" in first and "does not reproduce at this size" in first
+    assert html.escape(study["summary"], quote=True) in first
+
+
 def test_a_single_trial_search_with_a_nan_metric_still_renders(tmp_path):
     trials = [{"id": "b0000_00000", "params": {"objective.mask_ratio": 0.2}, "status": "FINISHED", "final": 4.0}]
     root = make_search(tmp_path, trials, space={"objective.mask_ratio": {"uniform": [0.1, 0.6]}})
