@@ -203,6 +203,16 @@ class DownstreamSpec:
         return {f"downstream_{k}": v for k, v in result.items() if isinstance(v, float)}
 
 
+EVAL_SETS = {
+    "probe_acc": (lambda c: c.eval.probe_docs > 0 and bool(c.corpus.source == "synthetic" or c.corpus.label_field),
+                  "eval.probe_docs > 0 and a labelled corpus (corpus.label_field)"),
+    "eval_sts_spearman": (lambda c: c.eval.sts_pairs > 0 and bool(c.corpus.source == "synthetic" or c.eval.sts_data),
+                          "eval.sts_pairs > 0 and graded sentence pairs (eval.sts_data, or the synthetic corpus)"),
+}
+"""Metrics scored on an evaluation set of their own: whether a trial of a config reports it, and
+what it needs to."""
+
+
 @dataclass(kw_only=True)
 class SearchSpec:
     """A whole search: what to train, what to vary, how to rank and schedule, on what."""
@@ -314,18 +324,10 @@ class SearchSpec:
             require(baseline_of is None, "metric", self.metric,
                     f"a metric a trial can change: {self.metric} is the trivial baseline of {baseline_of} "
                     f"(objective {name!r}), the same for every trial; rank by {baseline_of}")
-        if self.metric == "probe_acc":
-            cfg = self.base_config()
-            labelled = cfg.corpus.source == "synthetic" or cfg.corpus.label_field
-            require(cfg.eval.probe_docs > 0 and bool(labelled), "metric", self.metric,
-                  "a metric trials report: probe_acc needs eval.probe_docs > 0 and a labelled corpus "
-                  "(corpus.label_field)")
-        if self.metric == "eval_sts_spearman":
-            cfg = self.base_config()
-            graded = cfg.corpus.source == "synthetic" or cfg.eval.sts_data
-            require(cfg.eval.sts_pairs > 0 and bool(graded), "metric", self.metric,
-                    "a metric trials report: eval_sts_spearman needs eval.sts_pairs > 0 and graded sentence "
-                    "pairs (eval.sts_data, or the synthetic corpus)")
+        if self.metric in EVAL_SETS:
+            reported, needs = EVAL_SETS[self.metric]
+            require(reported(self.base_config()), "metric", self.metric,
+                    f"a metric trials report: {self.metric} needs {needs}")
 
     def check_downstream_metric(self) -> None:
         if self.downstream is None:
