@@ -89,8 +89,11 @@ def read_marks(path: Path, since: float) -> list[dict]:
 
 def breakdown(marks: list[dict], steps: int) -> dict[str, float]:
     """Seconds of each part of one trial, and its fixed cost, from the trial's marks."""
+    # The search's driver prepares the data before it starts the trial, writing some of the same
+    # marks (data.tokenizer, data.ready): a trial's parts start at its own start.
+    begun = next(m["t"] for m in marks if m["event"] == "tune.trial_start")
     at: dict[str, float] = {}
-    for m in marks:
+    for m in (m for m in marks if m["t"] >= begun):
         at.setdefault(m["event"], m["t"])  # the first of each (one trial, one evaluation, one checkpoint)
         if m["event"] == "trial.start" and m.get("proc_start"):
             at["proc_start"] = max(m["proc_start"], at["tune.trial_start"])  # a pooled process started earlier
