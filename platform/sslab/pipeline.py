@@ -39,7 +39,8 @@ class Tokenize:
     it in the same document (``pairs``), a sentence and the next one (``sentences``, where a
     last sentence has no partner), or a document's first and second half (``halves``).
     ``sentence_split`` is the rule that finds the sentences (``corpus.sentence_split``,
-    :func:`sslab.sentences.split_sentences`).
+    :func:`sslab.sentences.split_sentences`). With ``word_segmenter``, rows also carry its word
+    marks: packed blocks one column, pair and sentence rows one per segment.
     """
 
     def __init__(self, tokenizer_json: str, seq_len: int, cls_id: int, sep_id: int, pad_id: int = 0,

@@ -6,6 +6,9 @@ segmenter (jieba, or any ``text -> list[str]`` callable: LTP, pkuseg …) cuts e
 words once, in the Ray Data tokenize step of the preparation; each packed block then carries a
 per-token column, :data:`COLUMN`, that says which tokens continue the word of the token before
 them (BERT-wwm's and MacBERT's word boundaries, without Hugging Face's offline "ref files").
+Pair and sentence rows carry one such column per segment (:func:`pair_column`), which sop, nsp or
+simcse frame with the segments they build, so a mixture's mlm part masks whole words too. Rows
+carry them only for objectives that mask words (``Objective.masks_words``).
 """
 from __future__ import annotations
 
